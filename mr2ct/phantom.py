@@ -654,12 +654,25 @@ def write_tables(out_dir: str | Path, seed: int, n_subjects: int) -> tuple[Path,
     return subjects, labels
 
 
-def write_cohort(out_dir: str | Path, n_subjects: int, seed: int, settings: PhantomSettings | None = None, progress: bool = True) -> Path:
-    """Generate a whole phantom cohort: subject folders, ``subjects.tsv`` and ``labels.tsv``."""
+def write_cohort(
+    out_dir: str | Path, n_subjects: int, seed: int, settings: PhantomSettings | None = None, progress: bool = True, jobs: int = 1
+) -> Path:
+    """Generate a whole phantom cohort (subject folders, ``subjects.tsv``, ``labels.tsv``) with ``jobs`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    for index in tqdm(range(n_subjects), desc="phantom subjects", unit="subject", disable=not progress):
-        write_subject(out_dir, seed, index, settings)
+    jobs = max(1, min(jobs, n_subjects))
+    bar = tqdm(total=n_subjects, desc="phantom subjects", unit="subject", disable=not progress)
+    if jobs == 1:
+        for index in range(n_subjects):
+            write_subject(out_dir, seed, index, settings)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            for _ in pool.map(write_subject, [out_dir] * n_subjects, [seed] * n_subjects, range(n_subjects), [settings] * n_subjects):
+                bar.update()
+    bar.close()
     write_tables(out_dir, seed, n_subjects)
     return out_dir

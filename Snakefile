@@ -1,0 +1,19 @@
+# mr2ct: MR-to-CT synthesis from unpaired data (Hiasa et al. 2018, arXiv 1803.06629).
+# Run:   snakemake --profile profiles/local             (default config.yaml: phantom cohort)
+#        snakemake --profile profiles/local --configfile configs/tiny.yaml
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

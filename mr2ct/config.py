@@ -1,0 +1,133 @@
+"""Workflow configuration: loading, schema validation with defaults, and cohort-level checks.
+
+The schema (``schemas/config.schema.yaml``, shipped inside the package) is the
+single description of every key. Validation fills defaults, rejects unknown
+keys and wrong types, and raises :class:`~mr2ct.io.InputError` with the
+offending key's dotted path, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .io import InputError
+
+__all__ = ["SCHEMA_PATH", "load_config", "load_yaml", "merge", "schema", "validate_config"]
+
+SCHEMA_PATH = Path(str(resources.files("mr2ct") / "schemas" / "config.schema.yaml"))
+
+
+def schema() -> dict[str, Any]:
+    """The configuration JSON schema as a dictionary."""
+    with open(SCHEMA_PATH, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _with_defaults(validator_class):
+    """A validator class that also fills ``default`` values into the instance."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema_):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema_)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for part in error.absolute_path:
+        parts.append(f"[{part}]" if isinstance(part, int) else (f".{part}" if parts else str(part)))
+    return "".join(parts) or "<top level>"
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` in place against the schema, filling defaults; return it.
+
+    Raises :class:`InputError` naming the first offending key (all problems are
+    listed in the message).
+    """
+    if not isinstance(config, dict):
+        raise InputError(f"configuration must be a mapping, got {type(config).__name__}")
+    validator = _Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
+        raise InputError("invalid configuration:\n  " + "\n  ".join(lines))
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict[str, Any]) -> None:
+    """Checks a schema cannot express."""
+    pre = config["preprocess"]
+    hu, norm = pre["ct_hu_points"], pre["ct_norm_points"]
+    if len(hu) != len(norm):
+        raise InputError(
+            f"config keys 'preprocess.ct_hu_points' and 'preprocess.ct_norm_points' must have the same length "
+            f"({len(hu)} vs {len(norm)})"
+        )
+    for key, values in (("preprocess.ct_hu_points", hu), ("preprocess.ct_norm_points", norm)):
+        if any(b <= a for a, b in zip(values, values[1:])):
+            raise InputError(f"config key '{key}': values must increase strictly, got {values}")
+    lo, hi = pre["mr_percentiles"]
+    if not lo < hi:
+        raise InputError(f"config key 'preprocess.mr_percentiles': lower must be below upper, got {[lo, hi]}")
+    data = config["data"]
+    source = data["source"]
+    if source == "synthrad" and not data.get("synthrad_dir"):
+        raise InputError("config key 'data.synthrad_dir' must be set when data.source is 'synthrad'")
+    if source == "sheet" and not data.get("sheet"):
+        raise InputError("config key 'data.sheet' must be set when data.source is 'sheet'")
+    if config["splits"]["pairing"] == "disjoint" and min(config["splits"]["sizes"]) < 2:
+        raise InputError(
+            "config key 'splits.sizes': with pairing 'disjoint' every size needs at least 2 subjects "
+            f"(one for MR, one for CT), got {config['splits']['sizes']}"
+        )
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config file, deep-merge ``overrides`` into it, validate, and return it."""
+    config = load_yaml(path)
+    if overrides:
+        config = merge(config, overrides)
+    return validate_config(config)
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: configuration file not found")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dictionary merge (as Snakemake merges several ``--configfile``)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

@@ -1,0 +1,111 @@
+# Data stage: phantom cohort (when configured), validation, preprocessing, splits.
+
+if COHORT.generated:
+
+    rule phantom_subject:
+        output:
+            mr=f"{RESULTS}/cohort/{{subject}}/mr.nii.gz",
+            ct=f"{RESULTS}/cohort/{{subject}}/ct.nii.gz",
+            mask=f"{RESULTS}/cohort/{{subject}}/mask.nii.gz",
+            labels=f"{RESULTS}/cohort/{{subject}}/labels.nii.gz",
+        params:
+            seed=config["seed"],
+            index=lambda wc: SUBJECTS.index(wc.subject),
+            matrix=config["data"]["phantom"]["matrix"],
+            spacing=config["data"]["phantom"]["spacing"],
+        log:
+            f"{LOGS}/phantom/{{subject}}.log",
+        benchmark:
+            f"{BENCH}/phantom/{{subject}}.tsv"
+        threads: 1
+        resources:
+            mem_mb=1500,
+            runtime=10,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/phantom_subject.py"
+
+    rule phantom_tables:
+        output:
+            subjects=f"{RESULTS}/cohort/subjects.tsv",
+            labels=f"{RESULTS}/cohort/labels.tsv",
+        params:
+            seed=config["seed"],
+            n_subjects=len(SUBJECTS),
+        log:
+            f"{LOGS}/phantom/tables.log",
+        benchmark:
+            f"{BENCH}/phantom/tables.tsv"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        conda:
+            "../envs/data.yaml"
+        script:
+            "../workflow_scripts/phantom_tables.py"
+
+
+rule validate_cohort:
+    input:
+        cohort_files,
+    output:
+        f"{RESULTS}/cohort/validation.tsv",
+    params:
+        tolerance_mm=config["data"]["geometry_tolerance_mm"],
+    log:
+        f"{LOGS}/validate_cohort.log",
+    benchmark:
+        f"{BENCH}/validate_cohort.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/validate_cohort.py"
+
+
+rule preprocess:
+    input:
+        unpack(subject_files),
+        validation=f"{RESULTS}/cohort/validation.tsv",
+    output:
+        f"{RESULTS}/preprocessed/{{subject}}.npz",
+    params:
+        preprocess=config["preprocess"],
+    log:
+        f"{LOGS}/preprocess/{{subject}}.log",
+    benchmark:
+        f"{BENCH}/preprocess/{{subject}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/preprocess.py"
+
+
+rule splits:
+    input:
+        f"{RESULTS}/cohort/validation.tsv",
+    output:
+        f"{RESULTS}/splits/splits.tsv",
+    params:
+        subjects=SUBJECTS,
+    log:
+        f"{LOGS}/splits.log",
+    benchmark:
+        f"{BENCH}/splits.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/splits.py"

@@ -1,0 +1,10 @@
+"""Snakemake adapter: generate one phantom subject."""
+from pathlib import Path
+
+from mr2ct.phantom import PhantomSettings, write_subject
+from mr2ct.workflow import run
+
+p = snakemake.params  # noqa: F821  (provided by Snakemake)
+settings = PhantomSettings(matrix=tuple(p.matrix), spacing=tuple(p.spacing))
+out_dir = Path(snakemake.output.mr).parent.parent  # noqa: F821
+run(snakemake, lambda: write_subject(out_dir, p.seed, p.index, settings))  # noqa: F821

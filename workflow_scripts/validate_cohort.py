@@ -1,0 +1,6 @@
+"""Snakemake adapter: read and check every input volume before any long job."""
+from mr2ct.cohort import write_validation_report
+from mr2ct.workflow import run
+
+sm = snakemake  # noqa: F821  (provided by Snakemake)
+run(sm, lambda: write_validation_report(sm.config, sm.output[0], sm.params.tolerance_mm))
