@@ -47,6 +47,38 @@ def _with_defaults(validator_class):
 _Validator = _with_defaults(jsonschema.Draft7Validator)
 
 
+def _coerce_strings(instance: Any, schema_: dict[str, Any]) -> Any:
+    """Turn numeric/boolean strings into numbers/booleans where the schema asks for them.
+
+    Snakemake's ``--config key={nested: [1, 2]}`` delivers nested values as
+    strings; without this, a command-line override of a list of sizes would fail.
+    """
+    if isinstance(instance, dict) and "properties" in schema_:
+        for key, value in instance.items():
+            sub = schema_["properties"].get(key)
+            if sub is not None:
+                instance[key] = _coerce_strings(value, sub)
+        return instance
+    if isinstance(instance, list) and isinstance(schema_.get("items"), dict):
+        return [_coerce_strings(v, schema_["items"]) for v in instance]
+    if isinstance(instance, str):
+        types = schema_.get("type", [])
+        types = [types] if isinstance(types, str) else types
+        text = instance.strip()
+        try:
+            if "integer" in types and text.lstrip("+-").isdigit():
+                return int(text)
+            if "number" in types:
+                return float(text)
+        except ValueError:
+            return instance
+        if "boolean" in types and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if "null" in types and text.lower() in ("null", "none", "~"):
+            return None
+    return instance
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     parts = []
     for part in error.absolute_path:
@@ -62,6 +94,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(config, dict):
         raise InputError(f"configuration must be a mapping, got {type(config).__name__}")
+    _coerce_strings(config, schema())
     validator = _Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:

@@ -1,0 +1,66 @@
+"""Folds and nested unpaired training sets (property-based)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mr2ct.io import InputError
+from mr2ct.splits import make_folds, splits_table
+
+
+@st.composite
+def designs(draw):
+    n = draw(st.integers(4, 30))
+    folds = draw(st.integers(2, min(6, n // 2)))
+    validation = draw(st.integers(0, 2))
+    subjects = [f"s{i:02d}" for i in draw(st.permutations(range(n)))]
+    seed = draw(st.integers(0, 2**31 - 1))
+    return subjects, folds, validation, seed
+
+
+@settings(max_examples=150, deadline=None)
+@given(designs(), st.sampled_from(["disjoint", "shuffled"]))
+def test_split_properties(design, pairing):
+    subjects, n_folds, validation, seed = design
+    n_test_max = -(-len(subjects) // n_folds)
+    if validation >= len(subjects) - n_test_max:
+        with pytest.raises(InputError, match="validation"):
+            make_folds(subjects, n_folds, seed, validation)
+        return
+    folds = make_folds(subjects, n_folds, seed, validation)
+    assert folds == make_folds(list(reversed(subjects)), n_folds, seed, validation)  # deterministic, order-free
+    tests = [s for f in folds for s in f.test]
+    assert sorted(tests) == sorted(subjects)  # test sets partition the cohort
+    for f in folds:
+        assert set(f.test).isdisjoint(f.validation)
+        assert set(f.test) | set(f.validation) | set(f.pool) == set(subjects)
+        assert len(f.validation) == validation
+        previous = None
+        for size in range(2, len(f.pool) + 1):
+            ts = f.training_set(size, pairing)
+            assert set(ts.subjects).isdisjoint(f.test) and set(ts.subjects).isdisjoint(f.validation)
+            assert len(ts.subjects) == size
+            if pairing == "disjoint":
+                assert set(ts.mr).isdisjoint(ts.ct) and len(ts.mr) + len(ts.ct) == size
+            else:
+                assert ts.mr == ts.ct
+            if previous is not None:  # nested, and so are the MR and CT halves
+                assert set(previous.mr) <= set(ts.mr) and set(previous.ct) <= set(ts.ct)
+            previous = ts
+        with pytest.raises(InputError, match=f"{len(f.pool)} subjects available"):
+            f.training_set(len(f.pool) + 1, pairing)
+
+
+def test_seed_changes_the_folds():
+    subjects = [f"s{i}" for i in range(12)]
+    assert make_folds(subjects, 3, 1) != make_folds(subjects, 3, 2)
+
+
+def test_splits_table_is_readable():
+    folds = make_folds([f"s{i}" for i in range(8)], 2, 0, 1)
+    table = splits_table(folds, [2], "disjoint")
+    assert list(table.columns) == ["fold", "size", "subject", "role"]
+    assert set(table["role"]) == {"test", "validation", "train_mr", "train_ct"}
+    assert (table["role"] == "test").sum() == 8
