@@ -147,6 +147,7 @@ def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
         )
     if table.empty:
         raise InputError(f"{sheet}: sample sheet has no subjects")
+    table["subject"] = table["subject"].str.strip()  # so "s1" and "s1 " are caught as duplicates
     duplicated = sorted(set(table["subject"][table["subject"].duplicated()]))
     if duplicated:
         raise InputError(f"{sheet}: duplicate subject id(s) {', '.join(duplicated)}")
