@@ -135,9 +135,11 @@ def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
     if not sheet.is_file():
         raise InputError(f"config key 'data.sheet': {sheet}: file not found")
     try:
-        table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False, comment="#")
+        table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)
     except Exception as exc:
         raise InputError(f"{sheet}: cannot read the sample sheet as TSV ({exc})") from exc
+    if "subject" in table.columns:  # lines starting with '#' are comments ('#' inside paths is kept)
+        table = table[~table["subject"].str.lstrip().str.startswith("#")]
     required = ["subject", *MODALITIES]
     missing = [c for c in required if c not in table.columns]
     if missing:

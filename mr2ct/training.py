@@ -1,0 +1,526 @@
+"""CycleGAN (± gradient consistency) and the paired supervised reference: training runs.
+
+One run trains the networks of one (training size, model, fold) on the cached
+axial slices of its training subjects (:mod:`mr2ct.preprocess`,
+:mod:`mr2ct.splits`). Models:
+
+``cyclegan``, ``cyclegan_gc``
+    unpaired CycleGAN (Zhu et al. 2017): generators G_CT (MR→CT) and G_MR
+    (CT→MR), 70×70 PatchGAN discriminators, least-squares adversarial loss,
+    L1 cycle loss, optional identity loss; ``cyclegan_gc`` adds the
+    gradient-consistency loss of Hiasa et al. 2018 with weight ``gc_weight``.
+    MR and CT batches are drawn independently from their own slice pools.
+``reference_supervised``
+    G_CT alone, trained with L1 on *paired* MR/CT slices of the same training
+    subjects: an upper bound of what the architecture reaches with paired data.
+
+Runs are deterministic (same config → same weights on the same machine) and
+resumable: checkpoints (written atomically) hold every network, optimiser,
+scheduler, image pool, random-generator state, the loss history and the
+step, so a rerun after an interruption ends with bit-identical weights.
+Checkpoints are loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .io import InputError, atomic_path, atomic_write_text
+from .losses import cycle_loss, gradient_consistency, gradient_consistency_loss, identity_loss, lsgan_loss
+from .metrics import mae, mae_boundary
+from .networks import PatchDiscriminator, ResnetGenerator, init_weights
+from .preprocess import PreprocessedSubject, load_preprocessed
+
+__all__ = [
+    "MODELS",
+    "TrainSettings",
+    "TrainingInterrupted",
+    "load_generator",
+    "train_run",
+]
+
+log = logging.getLogger("mr2ct.training")
+
+MODELS = ("cyclegan", "cyclegan_gc", "reference_supervised")
+LOSS_COLUMNS = ("loss_g", "adv", "cycle", "identity", "gc_loss", "loss_d", "gc_mr_to_ct", "lr")
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped at its wall-time budget after writing a checkpoint; rerun to resume."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyperparameters of one training run (see ``train:`` in config.yaml)."""
+
+    model: str = "cyclegan_gc"
+    steps: int = 1500
+    batch_size: int = 4
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    decay_fraction: float = 0.5
+    pool_size: int = 50
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.0
+    gc_weight: float = 0.0
+    gc_absolute: bool = True
+    ngf: int = 16
+    n_blocks: int = 6
+    ndf: int = 32
+    n_layers: int = 3
+    min_body_fraction: float = 0.05
+    checkpoint_every: int = 250
+    eval_every: int = 250
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    time_budget_minutes: float = 0.0  # 0: no budget
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise InputError(f"unknown model '{self.model}' (one of {', '.join(MODELS)})")
+        if self.steps < 1 or self.batch_size < 1:
+            raise InputError(f"config key 'train.steps'/'train.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}")
+        if self.gc_weight < 0:
+            raise InputError(f"config key 'train.gc_weight' must be ≥ 0, got {self.gc_weight}")
+        if self.amp not in ("none", "bf16"):
+            raise InputError(f"config key 'train.amp' must be none or bf16, got {self.amp}")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int) -> TrainSettings:
+        """Settings of one run; the seed is derived from the config seed, size, model and fold."""
+        train = dict(config["train"])
+        gc_weight = float(train.pop("gc_weight")) if model == "cyclegan_gc" else 0.0
+        train.pop("gc_weight", None)
+        if model == "reference_supervised":
+            train["steps"] = int(train.pop("supervised_steps"))
+        else:
+            train.pop("supervised_steps", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(train) - names
+        if unknown:
+            raise InputError(f"config key 'train': unknown key(s) {sorted(unknown)}")
+        seed = int(np.random.SeedSequence([int(config["seed"]), 303, size, MODELS.index(model), fold]).generate_state(1)[0])
+        return cls(model=model, gc_weight=gc_weight, seed=seed, **train)
+
+    def digest(self) -> str:
+        """Hash of everything that determines the result (not the time budget or device)."""
+        fields = dataclasses.asdict(self)
+        for key in ("time_budget_minutes", "checkpoint_every", "eval_every", "device"):
+            fields.pop(key)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------
+# data
+
+
+def _body_slices(subject: PreprocessedSubject, min_fraction: float) -> np.ndarray:
+    fraction = subject.mask.reshape(subject.mask.shape[0], -1).mean(axis=1)
+    return np.nonzero(fraction >= min_fraction)[0]
+
+
+def _stack(subjects: Sequence[PreprocessedSubject], key: str, min_fraction: float) -> torch.Tensor:
+    parts = [getattr(s, key)[_body_slices(s, min_fraction)] for s in subjects]
+    return torch.from_numpy(np.concatenate(parts)).unsqueeze(1).contiguous()
+
+
+class ImagePool:
+    """History of generated images (Shrivastava et al. 2017), as in CycleGAN: size 50, p = 0.5."""
+
+    def __init__(self, size: int, generator: torch.Generator):
+        self.size = size
+        self.images: list[torch.Tensor] = []
+        self.generator = generator
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for image in images.detach():
+            image = image.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                out.append(image)
+            elif torch.rand((), generator=self.generator).item() < 0.5:
+                index = int(torch.randint(0, self.size, (), generator=self.generator).item())
+                out.append(self.images[index].clone())
+                self.images[index] = image.clone()
+            else:
+                out.append(image)
+        return torch.cat(out)
+
+    def state(self) -> torch.Tensor:
+        return torch.cat(self.images) if self.images else torch.empty(0)
+
+    def load(self, tensor: torch.Tensor) -> None:
+        self.images = [t.unsqueeze(0).clone() for t in tensor] if tensor.numel() else []
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _linear_decay(settings: TrainSettings):
+    start = settings.steps * (1.0 - settings.decay_fraction)
+    span = max(settings.steps - start, 1.0)
+    return lambda step: 1.0 if step < start else max(0.0, 1.0 - (step - start) / span)
+
+
+@dataclass
+class _Nets:
+    g_ct: torch.nn.Module
+    g_mr: torch.nn.Module | None
+    d_ct: torch.nn.Module | None
+    d_mr: torch.nn.Module | None
+
+
+class _Run:
+    """All mutable state of a training run (what a checkpoint holds)."""
+
+    def __init__(self, settings: TrainSettings, device: torch.device):
+        self.settings = settings
+        self.device = device
+        torch.manual_seed(settings.seed)
+        s = settings
+
+        def generator() -> torch.nn.Module:
+            return init_weights(ResnetGenerator(1, 1, ngf=s.ngf, n_blocks=s.n_blocks)).to(device)
+
+        def discriminator() -> torch.nn.Module:
+            return init_weights(PatchDiscriminator(1, ndf=s.ndf, n_layers=s.n_layers)).to(device)
+
+        supervised = s.model == "reference_supervised"
+        self.nets = _Nets(
+            g_ct=generator(),
+            g_mr=None if supervised else generator(),
+            d_ct=None if supervised else discriminator(),
+            d_mr=None if supervised else discriminator(),
+        )
+        if s.channels_last:
+            for net in self._modules():
+                net.to(memory_format=torch.channels_last)
+        g_params = list(self.nets.g_ct.parameters()) + ([] if supervised else list(self.nets.g_mr.parameters()))
+        self.opt_g = torch.optim.Adam(g_params, lr=s.lr, betas=(s.beta1, s.beta2))
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, _linear_decay(s))
+        if supervised:
+            self.opt_d = self.sched_d = None
+        else:
+            d_params = list(self.nets.d_ct.parameters()) + list(self.nets.d_mr.parameters())
+            self.opt_d = torch.optim.Adam(d_params, lr=s.lr, betas=(s.beta1, s.beta2))
+            self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, _linear_decay(s))
+        self.data_rng = torch.Generator().manual_seed(s.seed + 1)
+        self.pool_rng = torch.Generator().manual_seed(s.seed + 2)
+        self.pool_ct = ImagePool(s.pool_size, self.pool_rng)
+        self.pool_mr = ImagePool(s.pool_size, self.pool_rng)
+        self.step = 0
+        self.history: list[list[float]] = []
+        self.validation: list[dict[str, float]] = []
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.nets.g_ct, self.nets.g_mr, self.nets.d_ct, self.nets.d_mr) if m is not None]
+
+    # -- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        nets = {k: v.state_dict() for k, v in dataclasses.asdict(self.nets).items() if v is not None}
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "digest": self.settings.digest(),
+            "step": self.step,
+            "nets": {k: getattr(self.nets, k).state_dict() for k in nets},
+            "opt_g": self.opt_g.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "pool_ct": self.pool_ct.state(),
+            "pool_mr": self.pool_mr.state(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_data": self.data_rng.get_state(),
+            "rng_pool": self.pool_rng.get_state(),
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(LOSS_COLUMNS)),
+            "validation": json.dumps(self.validation),
+        }
+        if self.opt_d is not None:
+            state["opt_d"] = self.opt_d.state_dict()
+            state["sched_d"] = self.sched_d.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, net_state in state["nets"].items():
+            getattr(self.nets, name).load_state_dict(net_state)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+        self.pool_ct.load(state["pool_ct"])
+        self.pool_mr.load(state["pool_mr"])
+        torch.set_rng_state(state["rng_torch"])
+        self.data_rng.set_state(state["rng_data"])
+        self.pool_rng.set_state(state["rng_pool"])
+        self.step = int(state["step"])
+        self.history = state["history"].tolist()
+        self.validation = json.loads(state["validation"])
+
+    # -- one optimisation step
+    def _autocast(self):
+        enabled = self.settings.amp == "bf16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
+        s, n = self.settings, self.nets
+        if s.model == "reference_supervised":
+            self.opt_g.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = cycle_loss(n.g_ct(mr).float(), ct)  # L1 to the paired CT
+            loss.backward()
+            self.opt_g.step()
+            self.sched_g.step()
+            value = float(loss.detach())
+            return [value, 0.0, 0.0, 0.0, 0.0, 0.0, math.nan, self.sched_g.get_last_lr()[0]]
+
+        for d in (n.d_ct, n.d_mr):
+            d.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        with self._autocast():
+            fake_ct = n.g_ct(mr)
+            fake_mr = n.g_mr(ct)
+            rec_mr = n.g_mr(fake_ct)
+            rec_ct = n.g_ct(fake_mr)
+            adv = lsgan_loss(n.d_ct(fake_ct).float(), True) + lsgan_loss(n.d_mr(fake_mr).float(), True)
+        fake_ct, fake_mr = fake_ct.float(), fake_mr.float()
+        cyc = cycle_loss(rec_mr.float(), mr) + cycle_loss(rec_ct.float(), ct)
+        loss_g = adv + s.lambda_cycle * cyc
+        idt = torch.zeros((), device=mr.device)
+        if s.lambda_identity > 0:  # identity forwards only when weighted
+            with self._autocast():
+                idt = identity_loss(n.g_ct(ct).float(), ct) + identity_loss(n.g_mr(mr).float(), mr)
+            loss_g = loss_g + s.lambda_identity * s.lambda_cycle * idt
+        if s.gc_weight > 0:
+            gcl = gradient_consistency_loss(mr, fake_ct, ct, fake_mr, absolute=s.gc_absolute)
+            loss_g = loss_g + s.gc_weight * gcl
+            gc_ct = 1.0 - 0.0  # placeholder replaced below without extra work
+        else:
+            with torch.no_grad():
+                gcl = gradient_consistency_loss(mr, fake_ct, ct, fake_mr, absolute=s.gc_absolute)
+        with torch.no_grad():
+            gc_ct = float(gradient_consistency(mr, fake_ct, absolute=s.gc_absolute))
+        loss_g.backward()
+        self.opt_g.step()
+
+        for d in (n.d_ct, n.d_mr):
+            d.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        pooled_ct = self.pool_ct.query(fake_ct.detach())
+        pooled_mr = self.pool_mr.query(fake_mr.detach())
+        with self._autocast():
+            loss_d = 0.5 * (lsgan_loss(n.d_ct(ct).float(), True) + lsgan_loss(n.d_ct(pooled_ct).float(), False))
+            loss_d = loss_d + 0.5 * (lsgan_loss(n.d_mr(mr).float(), True) + lsgan_loss(n.d_mr(pooled_mr).float(), False))
+        loss_d.backward()
+        self.opt_d.step()
+        lr = self.sched_g.get_last_lr()[0]
+        self.sched_g.step()
+        self.sched_d.step()
+        return [float(loss_g.detach()), float(adv.detach()), float(cyc.detach()), float(idt.detach()),
+                float(gcl.detach()), float(loss_d.detach()), gc_ct, lr]
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint as plain tensors and containers (``weights_only=True``: nothing is unpickled)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a valid mr2ct checkpoint (refused to load: {type(exc).__name__}: {exc})") from exc
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
+    """The MR→CT generator of a finished run (``generator.pt``), in eval mode."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or "state_dict" not in state or "ngf" not in state:
+        raise InputError(f"{path}: not an mr2ct generator file")
+    net = ResnetGenerator(1, 1, ngf=int(state["ngf"]), n_blocks=int(state["n_blocks"]))
+    net.load_state_dict(state["state_dict"])
+    return net.to(device).eval()
+
+
+# --------------------------------------------------------------------------
+# validation during training
+
+
+@torch.inference_mode()
+def predict_ct(generator: torch.nn.Module, mr_slices: np.ndarray, batch_size: int = 16, device: str | torch.device = "cpu") -> np.ndarray:
+    """Apply G_CT slice-wise to normalised MR slices ``(Z, H, W)``; returns normalised CT ``(Z, H, W)``."""
+    out = np.empty_like(mr_slices, dtype=np.float32)
+    for start in range(0, len(mr_slices), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(mr_slices[start:start + batch_size])).unsqueeze(1).to(device)
+        out[start:start + batch_size] = generator(batch).float().squeeze(1).cpu().numpy()
+    return out
+
+
+def _bone(subject: PreprocessedSubject) -> np.ndarray | None:
+    """Bone labels of a cached subject (pelvis and femora by the phantom's naming), if labelled."""
+    if subject.labels is None:
+        return None
+    return np.isin(subject.labels, (1, 2, 3))
+
+
+def evaluate(generator: torch.nn.Module, subjects: Sequence[PreprocessedSubject], device: torch.device) -> dict[str, float]:
+    """MAE and boundary MAE (HU, at training resolution, in the body) over validation subjects."""
+    maes, boundary = [], []
+    for subject in subjects:
+        fake = subject.ct_hu(predict_ct(generator, subject.mr, device=device))
+        real = subject.ct_hu(subject.ct)
+        mask = subject.mask > 0
+        spacing = (float(abs(subject.affine[2, 2])) or 1.0, subject.grid.step_mm, subject.grid.step_mm)
+        maes.append(mae(real, fake, mask))
+        boundary.append(mae_boundary(real, fake, mask, spacing, bone=_bone(subject)))
+    return {"mae": float(np.mean(maes)), "mae_boundary": float(np.nanmean(boundary))}
+
+
+# --------------------------------------------------------------------------
+
+
+def train_run(
+    settings: TrainSettings,
+    mr_caches: Sequence[str | os.PathLike],
+    ct_caches: Sequence[str | os.PathLike],
+    validation_caches: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+) -> Path:
+    """Train one run into ``out_dir`` and return the path of its ``generator.pt``.
+
+    For ``reference_supervised`` the MR and CT caches must be the same subjects
+    (paired slices). Resumes from ``out_dir/checkpoint.pt`` when present and
+    written by the same settings. With a time budget, stops after writing a
+    checkpoint and raises :class:`TrainingInterrupted`.
+    """
+    from tqdm import tqdm
+
+    from .plotting import plot_losses, plot_montage
+
+    s = settings
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = _device(s.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    started = time.monotonic()
+
+    mr_subjects = [load_preprocessed(p) for p in mr_caches]
+    ct_subjects = [load_preprocessed(p) for p in ct_caches]
+    val_subjects = [load_preprocessed(p) for p in validation_caches]
+    mr_pool = _stack(mr_subjects, "mr", s.min_body_fraction)
+    ct_pool = _stack(ct_subjects, "ct", s.min_body_fraction)
+    if s.model == "reference_supervised" and len(mr_pool) != len(ct_pool):
+        raise InputError("reference_supervised needs paired MR and CT caches of the same subjects")
+    log.info("model %s: %d MR slices from %d subject(s), %d CT slices from %d subject(s), %d validation subject(s)",
+             s.model, len(mr_pool), len(mr_subjects), len(ct_pool), len(ct_subjects), len(val_subjects))
+    baseline_hu = float(np.mean([subj.ct_hu(subj.ct)[subj.mask > 0].mean() for subj in ct_subjects]))
+
+    run = _Run(s, device)
+    checkpoint = out_dir / "checkpoint.pt"
+    if checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        if state.get("digest") != s.digest() or state.get("format") != CHECKPOINT_FORMAT:
+            log.warning("checkpoint %s was written with other settings; starting afresh", checkpoint)
+        else:
+            run.load_state_dict(state)
+            log.info("resumed from %s at step %d", checkpoint, run.step)
+
+    def write_checkpoint() -> None:
+        save_checkpoint(checkpoint, run.state_dict())
+
+    def validate() -> None:
+        if not val_subjects:
+            return
+        for net in run._modules():
+            net.eval()
+        scores = evaluate(run.nets.g_ct, val_subjects, device)
+        scores.update(step=run.step, baseline_constant_mae=float(np.mean([
+            mae(v.ct_hu(v.ct), np.full_like(v.ct, baseline_hu), v.mask > 0) for v in val_subjects])))
+        run.validation.append(scores)
+        subject = val_subjects[0]
+        plot_montage(out_dir / "montages" / f"step{run.step:06d}.png", subject, predict_ct(run.nets.g_ct, subject.mr, device=device),
+                     title=f"{s.model}, step {run.step}: validation MAE {scores['mae']:.0f} HU")
+        for net in run._modules():
+            net.train()
+        log.info("step %d: validation MAE %.1f HU, boundary MAE %.1f HU (constant baseline %.1f HU)",
+                 run.step, scores["mae"], scores["mae_boundary"], scores["baseline_constant_mae"])
+
+    if run.step == 0 and s.eval_every > 0:
+        validate()
+    bar = tqdm(total=s.steps, initial=run.step, desc=f"train {s.model}", unit="step", disable=not progress,
+               mininterval=2.0, file=None)
+    budget = s.time_budget_minutes * 60.0
+    while run.step < s.steps:
+        mr_idx = torch.randint(0, len(mr_pool), (s.batch_size,), generator=run.data_rng)
+        if s.model == "reference_supervised":
+            ct_idx = mr_idx
+        else:
+            ct_idx = torch.randint(0, len(ct_pool), (s.batch_size,), generator=run.data_rng)
+        mr = mr_pool[mr_idx].to(device)
+        ct = ct_pool[ct_idx].to(device)
+        if s.channels_last:
+            mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)
+        losses = run.train_step(mr, ct)
+        run.history.append(losses)
+        run.step += 1
+        bar.update()
+        if run.step % 25 == 0:
+            recent = np.asarray(run.history[-25:])
+            bar.set_postfix(G=f"{recent[:, 0].mean():.3f}", cyc=f"{recent[:, 2].mean():.3f}", D=f"{recent[:, 5].mean():.3f}")
+        if s.eval_every > 0 and (run.step % s.eval_every == 0 or run.step == s.steps):
+            validate()
+        if run.step % s.checkpoint_every == 0 and run.step < s.steps:
+            write_checkpoint()
+        if budget > 0 and time.monotonic() - started > budget and run.step < s.steps:
+            write_checkpoint()
+            bar.close()
+            raise TrainingInterrupted(f"time budget of {s.time_budget_minutes} min reached at step {run.step}; checkpoint written, rerun to resume")
+    bar.close()
+    write_checkpoint()
+    _write_tables(out_dir, run)
+    plot_losses(out_dir / "loss_curves.png", np.asarray(run.history), LOSS_COLUMNS, run.validation, title=f"{s.model}")
+    generator_path = out_dir / "generator.pt"
+    save_checkpoint(generator_path, {"state_dict": run.nets.g_ct.state_dict(), "ngf": s.ngf, "n_blocks": s.n_blocks,
+                                     "digest": s.digest(), "model": s.model, "steps": s.steps})
+    return generator_path
+
+
+def _write_tables(out_dir: Path, run: _Run) -> None:
+    import pandas as pd
+
+    history = pd.DataFrame(run.history, columns=list(LOSS_COLUMNS))
+    history.insert(0, "step", np.arange(1, len(history) + 1))
+    atomic_write_text(out_dir / "losses.tsv", history.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))
+    if run.validation:
+        atomic_write_text(out_dir / "validation.tsv",
+                          pd.DataFrame(run.validation).to_csv(sep="\t", index=False, float_format="%.4f", lineterminator="\n"))
