@@ -50,12 +50,13 @@ def plot_losses(path, history: np.ndarray, columns: Sequence[str], validation: S
         if history.size and np.any(history[:, col[name]]):
             axes[0].plot(steps, smooth(history[:, col[name]]), label=label, lw=1)
     axes[0].set(xlabel="step", ylabel="loss", title="adversarial and total losses")
-    axes[0].legend(frameon=False)
     for name, label in (("cycle", "cycle (L1)"), ("gc_loss", "GC loss"), ("identity", "identity")):
         if history.size and np.any(np.nan_to_num(history[:, col[name]])):
             axes[1].plot(steps, smooth(history[:, col[name]]), label=label, lw=1)
     axes[1].set(xlabel="step", ylabel="loss", title="cycle / gradient consistency")
-    axes[1].legend(frameon=False)
+    for ax in axes[:2]:
+        if ax.lines:
+            ax.legend(frameon=False)
     if validation:
         v_steps = [v["step"] for v in validation]
         axes[2].plot(v_steps, [v["mae"] for v in validation], "o-", label="MAE (body)", ms=3)

@@ -106,6 +106,7 @@ class TrainSettings:
     def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int) -> TrainSettings:
         """Settings of one run; the seed is derived from the config seed, size, model and fold."""
         train = dict(config["train"])
+        train.pop("threads", None)  # a resource of the job, not a hyperparameter
         gc_weight = float(train.pop("gc_weight")) if model == "cyclegan_gc" else 0.0
         train.pop("gc_weight", None)
         if model == "reference_supervised":
@@ -398,7 +399,8 @@ def evaluate(generator: torch.nn.Module, subjects: Sequence[PreprocessedSubject]
         mask = subject.mask > 0
         spacing = (float(abs(subject.affine[2, 2])) or 1.0, subject.grid.step_mm, subject.grid.step_mm)
         maes.append(mae(real, fake, mask))
-        boundary.append(mae_boundary(real, fake, mask, spacing, bone=_bone(subject)))
+        # at training resolution the band is one pixel on either side of the bone surface
+        boundary.append(mae_boundary(real, fake, mask, spacing, bone=_bone(subject), band_mm=subject.grid.step_mm))
     return {"mae": float(np.mean(maes)), "mae_boundary": float(np.nanmean(boundary))}
 
 

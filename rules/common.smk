@@ -36,9 +36,9 @@ FOLD_IDS = [f.fold for f in FOLDS]
 
 wildcard_constraints:
     subject="|".join(re.escape(s) for s in SUBJECTS),
-    size=r"\d+",
+    size="|".join(str(s) for s in SIZES),
     model="|".join(MODELS),
-    fold=r"\d+",
+    fold="|".join(str(f) for f in FOLD_IDS),
 
 
 def subject_files(wildcards):
@@ -58,10 +58,49 @@ def preprocessed(subjects):
     return [f"{RESULTS}/preprocessed/{s}.npz" for s in subjects]
 
 
+def run_path(stage, wildcards=None, size="{size}", model="{model}", fold="{fold}"):
+    """results/<stage>/<size>/<model>/fold<fold>: the experiment design, readable from `ls results`."""
+    return f"{RESULTS}/{stage}/{size}/{model}/fold{fold}"
+
+
+def training_set(wildcards):
+    return FOLDS[int(wildcards.fold)].training_set(int(wildcards.size), config["splits"]["pairing"])
+
+
+def train_inputs(wildcards):
+    """Cached slices of a run's MR sources, CT sources and validation subjects."""
+    fold = FOLDS[int(wildcards.fold)]
+    ts = training_set(wildcards)
+    mr, ct = (ts.subjects, ts.subjects) if wildcards.model == "reference_supervised" else (ts.mr, ts.ct)
+    return {"mr": preprocessed(mr), "ct": preprocessed(ct), "validation": preprocessed(fold.validation)}
+
+
+def train_settings(wildcards):
+    """Hyperparameters and seed of one run (a dict, so Snakemake reruns a job when they change)."""
+    from dataclasses import asdict
+    from mr2ct.training import TrainSettings
+
+    return asdict(TrainSettings.from_config(config, wildcards.model, int(wildcards.size), int(wildcards.fold)))
+
+
+def test_caches(wildcards):
+    return preprocessed(FOLDS[int(wildcards.fold)].test)
+
+
+def all_runs(stage, filename=""):
+    return [
+        run_path(stage, size=size, model=model, fold=fold) + (f"/{filename}" if filename else "")
+        for size in SIZES
+        for model in MODELS
+        for fold in FOLD_IDS
+    ]
+
+
 def get_final_output():
-    """Targets of `rule all`: data stage now; training and evaluation extend this."""
+    """Targets of `rule all`."""
     return [
         f"{RESULTS}/cohort/validation.tsv",
         f"{RESULTS}/splits/splits.tsv",
-        *preprocessed(SUBJECTS),
+        *all_runs("models", "generator.pt"),
+        *all_runs("synthetic_ct"),
     ]

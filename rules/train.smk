@@ -1,0 +1,44 @@
+# Training (one job per size x model x fold) and synthesis of the fold's test subjects.
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        generator=f"{run_path('models')}/generator.pt",
+        losses=f"{run_path('models')}/losses.tsv",
+        curves=f"{run_path('models')}/loss_curves.png",
+    params:
+        settings=train_settings,
+    log:
+        f"{LOGS}/train/{{size}}/{{model}}/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/train/{{size}}/{{model}}/fold{{fold}}.tsv"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/train.py"
+
+
+rule synthesize:
+    input:
+        generator=f"{run_path('models')}/generator.pt",
+        caches=test_caches,
+    output:
+        directory(run_path("synthetic_ct")),
+    log:
+        f"{LOGS}/synthesize/{{size}}/{{model}}/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/synthesize/{{size}}/{{model}}/fold{{fold}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/synthesize.py"

@@ -1,0 +1,9 @@
+"""Snakemake adapter: train one (size, model, fold) run."""
+from pathlib import Path
+
+from mr2ct.training import TrainSettings, train_run
+from mr2ct.workflow import run
+
+sm = snakemake  # noqa: F821  (provided by Snakemake)
+settings = TrainSettings(**sm.params.settings)
+run(sm, lambda: train_run(settings, sm.input.mr, sm.input.ct, sm.input.validation, Path(sm.output.generator).parent))
