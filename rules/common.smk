@@ -87,6 +87,28 @@ def test_caches(wildcards):
     return preprocessed(FOLDS[int(wildcards.fold)].test)
 
 
+def files_of(subjects):
+    return [str(p) for s in subjects for p in COHORT[s].paths().values()]
+
+
+def test_files(wildcards):
+    """Raw volumes of the fold's test subjects (the references of every score)."""
+    return files_of(FOLDS[int(wildcards.fold)].test) + ([str(COHORT.labels_table)] if COHORT.labels_table else [])
+
+
+def reference_training_files(wildcards):
+    """What the baselines learn from: the training subjects' volumes and caches, and the test caches."""
+    ts = training_set(wildcards)
+    fold = FOLDS[int(wildcards.fold)]
+    return files_of(ts.subjects) + preprocessed(ts.mr) + preprocessed(fold.test)
+
+
+def all_runs_files(stage, suffix):
+    return [
+        f"{RESULTS}/{stage}/{size}/{model}/fold{fold}{suffix}" for size in SIZES for model in MODELS for fold in FOLD_IDS
+    ]
+
+
 def all_runs(stage, filename=""):
     return [
         run_path(stage, size=size, model=model, fold=fold) + (f"/{filename}" if filename else "")
@@ -101,6 +123,5 @@ def get_final_output():
     return [
         f"{RESULTS}/cohort/validation.tsv",
         f"{RESULTS}/splits/splits.tsv",
-        *all_runs("models", "generator.pt"),
-        *all_runs("synthetic_ct"),
+        f"{RESULTS}/tables/synthesis_metrics.csv",
     ]

@@ -1,0 +1,65 @@
+# Experiment 1: synthesis accuracy of every run, the reference predictions, the aggregated table.
+
+
+rule synthesis_metrics:
+    input:
+        synthetic=run_path("synthetic_ct"),
+        reference=test_files,
+    output:
+        f"{RESULTS}/metrics/synthesis/{{size}}/{{model}}/fold{{fold}}.csv",
+    log:
+        f"{LOGS}/synthesis_metrics/{{size}}/{{model}}/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/synthesis_metrics/{{size}}/{{model}}/fold{{fold}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/synthesis_metrics.py"
+
+
+rule reference_metrics:
+    input:
+        reference=test_files,
+        training=reference_training_files,
+    output:
+        f"{RESULTS}/metrics/synthesis/{{size}}/references/fold{{fold}}.csv",
+    log:
+        f"{LOGS}/reference_metrics/{{size}}/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/reference_metrics/{{size}}/fold{{fold}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/reference_metrics.py"
+
+
+rule synthesis_table:
+    input:
+        all_runs_files("metrics/synthesis", ".csv"),
+        expand(f"{RESULTS}/metrics/synthesis/{{size}}/references/fold{{fold}}.csv", size=SIZES, fold=FOLD_IDS),
+    output:
+        report(
+            f"{RESULTS}/tables/synthesis_metrics.csv",
+            caption="../report/synthesis_metrics.rst",
+            category="Tables",
+        ),
+    log:
+        f"{LOGS}/synthesis_table.log",
+    benchmark:
+        f"{BENCH}/synthesis_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/concat_table.py"

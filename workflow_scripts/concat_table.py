@@ -1,0 +1,6 @@
+"""Snakemake adapter: concatenate per-job CSV parts into one sorted table."""
+from mr2ct.evaluation import concat_parts
+from mr2ct.workflow import run
+
+sm = snakemake  # noqa: F821  (provided by Snakemake)
+run(sm, lambda: concat_parts(list(sm.input), sm.output[0]))
