@@ -86,6 +86,8 @@ HU_MAX: float = 3000.0
 DATA_RANGE_HU: float = HU_MAX - HU_MIN
 #: Border (voxels) cropped from the SSIM map: (7 - 1) // 2 for skimage's 7-voxel window.
 SSIM_BORDER_CROP: int = 3
+#: Side of the uniform SSIM window (scikit-image default).
+SSIM_WINDOW: int = 7
 
 Spacing = Sequence[float]
 
@@ -254,23 +256,36 @@ def ssim(
         Mean SSIM in the cropped mask (dimensionless, <= 1); NaN when the
         cropped mask is empty.
     """
-    from skimage.metrics import structural_similarity
+    from scipy.ndimage import uniform_filter
 
     ref, pred, m = _check_image_inputs(reference_ct, synthetic_ct, mask)
-    r = np.clip(ref.astype(np.float64), HU_MIN, HU_MAX)
-    p = np.clip(pred.astype(np.float64), HU_MIN, HU_MAX)
-    r[~m] = HU_MIN
-    p[~m] = HU_MIN
-    r -= HU_MIN
-    p -= HU_MIN
-    _, ssim_map = structural_similarity(r, p, data_range=DATA_RANGE_HU, full=True)
     c = SSIM_BORDER_CROP
-    crop = tuple(slice(c, -c) for _ in range(ssim_map.ndim))
-    m_crop = m[crop]
-    n = int(np.count_nonzero(m_crop))
-    if n == 0:
+    if min(m.shape) <= 2 * c:
         return float("nan")
-    return float(ssim_map[crop][m_crop].sum(dtype=np.float64) / n)
+    valid = np.zeros_like(m)
+    inner = tuple(slice(c, -c) for _ in range(m.ndim))
+    valid[inner] = m[inner]
+    box = _bbox(valid)
+    if box is None:
+        return float("nan")
+    # The map at a voxel depends only on its 7-voxel window, so computing it on
+    # the bounding box of the evaluated voxels plus the window radius gives the
+    # same values as the full-volume map (about 10x faster than skimage here).
+    half = SSIM_WINDOW // 2
+    region = tuple(slice(max(0, s.start - half), min(n, s.stop + half)) for s, n in zip(box, m.shape))
+    r = np.where(m[region], np.clip(ref[region].astype(np.float64), HU_MIN, HU_MAX), HU_MIN) - HU_MIN
+    p = np.where(m[region], np.clip(pred[region].astype(np.float64), HU_MIN, HU_MAX), HU_MIN) - HU_MIN
+    # skimage.metrics.structural_similarity defaults: uniform window (mode
+    # "reflect"), sample covariance, K1 = 0.01, K2 = 0.03
+    ux, uy = uniform_filter(r, SSIM_WINDOW), uniform_filter(p, SSIM_WINDOW)
+    uxx, uyy, uxy = uniform_filter(r * r, SSIM_WINDOW), uniform_filter(p * p, SSIM_WINDOW), uniform_filter(r * p, SSIM_WINDOW)
+    n_window = SSIM_WINDOW ** r.ndim
+    cov_norm = n_window / (n_window - 1.0)
+    vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
+    c1, c2 = (0.01 * DATA_RANGE_HU) ** 2, (0.03 * DATA_RANGE_HU) ** 2
+    ssim_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    values = ssim_map[valid[region]]
+    return float(values.sum(dtype=np.float64) / values.size)
 
 
 def bone_boundary_band(

@@ -19,19 +19,36 @@ import numpy as np  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 
-__all__ = ["CT_WINDOW", "plot_losses", "plot_montage", "save_figure"]
+__all__ = [
+    "CT_WINDOW",
+    "hip_slice",
+    "plot_losses",
+    "plot_montage",
+    "plot_qualitative",
+    "radiological",
+    "save_figure",
+    "save_png_pdf",
+]
 
 CT_WINDOW = (-300.0, 1200.0)
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "figure.dpi": 100})
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Save atomically (PNG or PDF by suffix) and close the figure."""
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150, close: bool = True) -> Path:
+    """Save atomically (PNG or PDF by suffix) and, unless ``close=False``, close the figure."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=None if path.suffix == ".pdf" else {"Software": "mr2ct"})
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return path
+
+
+def save_png_pdf(fig, path_stem: str | os.PathLike, dpi: int = 200) -> list[Path]:
+    """Save a figure as ``<stem>.png`` and ``<stem>.pdf`` and close it."""
+    stem = Path(path_stem)
+    png = save_figure(fig, stem.with_suffix(".png"), dpi=dpi, close=False)
+    return [png, save_figure(fig, stem.with_suffix(".pdf"), dpi=dpi)]
 
 
 def plot_losses(path, history: np.ndarray, columns: Sequence[str], validation: Sequence[dict], title: str = "") -> Path:
@@ -97,3 +114,90 @@ def plot_montage(path, subject, fake_ct_normalised: np.ndarray, title: str = "",
             fig.colorbar(im, ax=axes[:, 3], shrink=0.6, label="HU")
     fig.suptitle(title)
     return save_figure(fig, path, dpi=110)
+
+
+def radiological(axial: np.ndarray) -> np.ndarray:
+    """An axial slice of a canonical RAS+ volume ``(X, Y)`` as displayed: anterior up, patient's right on the left."""
+    return np.rot90(axial)[:, ::-1]
+
+
+def hip_slice(labels: np.ndarray, femur_ids: Sequence[int]) -> int:
+    """The axial slice with the most femur voxels in the upper half of the femora (through the femoral heads)."""
+    femur = np.isin(labels, femur_ids)
+    area = femur.reshape(-1, femur.shape[2]).sum(axis=0)
+    present = np.nonzero(area)[0]
+    if present.size == 0:
+        return labels.shape[2] // 2
+    upper = present[present >= (present[0] + present[-1]) // 2]
+    return int(upper[np.argmax(area[upper])])
+
+
+def plot_qualitative(
+    path_stem: str | os.PathLike,
+    mr: np.ndarray,
+    ct: np.ndarray,
+    synthetic: dict[str, np.ndarray],
+    mask: np.ndarray,
+    labels: np.ndarray | None,
+    spacing: Sequence[float],
+    femur_ids: Sequence[int] = (2, 3),
+    subject: str = "",
+) -> list[Path]:
+    """Figure 4: MR, real CT, synthetic CTs and their |error| on the slice through the hip joints.
+
+    Volumes are canonical ``(X, Y, Z)`` arrays at the subject's resolution;
+    ``synthetic`` maps a panel label (e.g. "CycleGAN") to a synthetic CT. All CT
+    panels share the window ``CT_WINDOW``; error maps share [0, 500] HU and are
+    zero outside the body. Each image panel has an inset zooming on the
+    patient's right hip joint.
+    """
+    from mpl_toolkits.axes_grid1.inset_locator import mark_inset
+
+    k = hip_slice(labels, femur_ids) if labels is not None else ct.shape[2] // 2
+    body = radiological(mask[:, :, k] > 0)
+    ct_k = radiological(ct[:, :, k])
+    mr_k = radiological(mr[:, :, k])
+    lo, hi = np.percentile(mr_k[body], [1, 99]) if body.any() else (mr_k.min(), mr_k.max())
+    panels = [("MR (T1-like)", mr_k, dict(cmap="gray", vmin=lo, vmax=hi)), ("real CT", ct_k, dict(cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1]))]
+    errors = []
+    for name, volume in synthetic.items():
+        fake_k = radiological(volume[:, :, k])
+        panels.append((f"synthetic CT: {name}", fake_k, dict(cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1])))
+        errors.append((f"|error|: {name}", np.abs(fake_k - ct_k) * body, dict(cmap="magma", vmin=0, vmax=500)))
+    # zoom box around the patient's right femoral head (left side of the image)
+    if labels is not None:
+        head = radiological(np.isin(labels[:, :, k], femur_ids[:1]))
+        rows, cols = np.nonzero(head) if head.any() else np.nonzero(body)
+    else:
+        rows, cols = np.nonzero(body)
+    r0, c0 = int(np.mean(rows)), int(np.mean(cols))
+    half = int(round(40.0 / float(spacing[0])))
+    aspect = float(spacing[1]) / float(spacing[0])
+    n_cols = max(len(panels), len(errors) + 2)
+    fig, axes = plt.subplots(2, n_cols, figsize=(1.75 * n_cols, 3.9), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    layout = [(0, i, p) for i, p in enumerate(panels)] + [(1, i + 2, e) for i, e in enumerate(errors)]
+    for row, col, (name, image, kw) in layout:
+        ax = axes[row, col]
+        im = ax.imshow(image, aspect=aspect, interpolation="nearest", **kw)
+        ax.set_title(name, fontsize=8)
+        inset = ax.inset_axes([0.58, 0.0, 0.42, 0.42])
+        inset.imshow(image, aspect=aspect, interpolation="nearest", **kw)
+        inset.set_xlim(c0 - half, c0 + half)
+        inset.set_ylim(r0 + half, r0 - half)
+        inset.set_xticks([]), inset.set_yticks([])
+        for spine in inset.spines.values():
+            spine.set_edgecolor("yellow")
+        mark_inset(ax, inset, loc1=2, loc2=3, fc="none", ec="yellow", lw=0.6)
+        if row == 1:
+            last_error = im
+    if errors:
+        cax = axes[1, 1].inset_axes([0.8, 0.15, 0.07, 0.7])
+        fig.colorbar(last_error, cax=cax).set_label("|error| (HU)", fontsize=7)
+        cax.tick_params(labelsize=7)
+        ax = axes[1, 0]
+        ax.text(0.0, 0.5, f"{subject}\naxial slice {k}\nCT window\n[{CT_WINDOW[0]:.0f}, {CT_WINDOW[1]:.0f}] HU",
+                transform=ax.transAxes, fontsize=7, va="center")
+    fig.tight_layout()
+    return save_png_pdf(fig, path_stem)

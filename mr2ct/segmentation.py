@@ -1,0 +1,505 @@
+"""Experiment 2: a CT segmentation network, trained on real CT, applied to real and synthetic CT.
+
+Hiasa et al. 2018 ask whether synthetic CT is good enough for a network trained
+on *real* CT. This module trains that network and applies it:
+
+* :func:`train_segmentation` trains a 2D U-Net (:class:`mr2ct.networks.UNet2d`)
+  on the cached, normalised real-CT slices and label slices of a fold's
+  training subjects (:mod:`mr2ct.preprocess`) with cross-entropy plus a soft
+  Dice loss over the foreground classes. Runs are deterministic and resumable
+  exactly like :func:`mr2ct.training.train_run` (atomic checkpoints loaded with
+  ``weights_only=True``; every random-generator state saved; a rerun after an
+  interruption gives bit-identical weights).
+* :func:`segment_ct` / :func:`segment_files` segment a CT volume (real or
+  synthetic, in HU) on its own voxel grid: the volume is sliced exactly as in
+  preprocessing, segmented at training resolution, and the class
+  *probabilities* are resampled back to the original grid before the argmax.
+
+Augmentation: a random intensity scale ×U(0.9, 1.1) and shift +U(−0.05, 0.05)
+of each normalised training slice (then clipped to [−1, 1]), so the network
+tolerates the small global intensity bias of synthetic CT. No spatial
+augmentation (the labels distinguish left from right).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import InputError, Volume, atomic_write_text, read_volume, write_volume
+from .networks import UNet2d, init_weights
+from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct
+from .training import TrainingInterrupted, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "SegmentationSettings",
+    "load_segmenter",
+    "segment_ct",
+    "segment_files",
+    "segmentation_loss",
+    "train_segmentation",
+]
+
+log = logging.getLogger("mr2ct.segmentation")
+
+LOSS_COLUMNS = ("loss", "ce", "dice_loss", "lr")
+CHECKPOINT_FORMAT = 1
+#: Constant mixed into the seed of segmentation runs (distinct from the training runs' 303).
+SEED_TAG = 505
+#: Intensity augmentation of normalised CT: scale ×U(1 ± SCALE), shift +U(± SHIFT).
+AUGMENT_SCALE = 0.1
+AUGMENT_SHIFT = 0.05
+#: Additive smoothing of the soft Dice (per class, over the whole batch).
+DICE_SMOOTH = 1.0
+
+
+@dataclass(frozen=True)
+class SegmentationSettings:
+    """Hyperparameters of one segmentation training run (see ``segmentation:`` in config.yaml)."""
+
+    steps: int = 800
+    batch_size: int = 8
+    lr: float = 1e-3
+    base: int = 16
+    depth: int = 3
+    dice_weight: float = 1.0
+    min_body_fraction: float = 0.05
+    augment: bool = True
+    checkpoint_every: int = 200
+    eval_every: int = 200
+    seed: int = 0
+    device: str = "auto"
+    time_budget_minutes: float = 0.0  # 0: no budget
+    n_classes: int = 13  # background + the 12 phantom labels; give it from the label table in general
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise InputError(f"config key 'segmentation.steps'/'segmentation.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}")
+        if self.lr <= 0:
+            raise InputError(f"config key 'segmentation.lr' must be > 0, got {self.lr}")
+        if self.base < 1 or self.depth < 0:
+            raise InputError(f"config keys 'segmentation.base'/'segmentation.depth' must be ≥ 1/≥ 0, got {self.base}/{self.depth}")
+        if self.dice_weight < 0:
+            raise InputError(f"config key 'segmentation.dice_weight' must be ≥ 0, got {self.dice_weight}")
+        if not 0.0 <= self.min_body_fraction < 1.0:
+            raise InputError(f"config key 'segmentation.min_body_fraction' must be in [0, 1), got {self.min_body_fraction}")
+        if self.checkpoint_every < 1:
+            raise InputError(f"config key 'segmentation.checkpoint_every' must be ≥ 1, got {self.checkpoint_every}")
+        if self.n_classes < 2:
+            raise InputError(f"a segmentation needs at least 2 classes (background + 1 label), got {self.n_classes}")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], fold: int, n_classes: int) -> SegmentationSettings:
+        """Settings of one fold's run; the seed is derived from the config seed and the fold."""
+        seg = dict(config["segmentation"])
+        seg.pop("threads", None)  # a resource of the job, not a hyperparameter
+        names = {f.name for f in dataclasses.fields(cls)} - {"seed", "n_classes"}
+        unknown = set(seg) - names
+        if unknown:
+            raise InputError(f"config key 'segmentation': unknown key(s) {sorted(unknown)}")
+        seed = int(np.random.SeedSequence([int(config["seed"]), SEED_TAG, int(fold)]).generate_state(1)[0])
+        return cls(seed=seed, n_classes=int(n_classes), **seg)
+
+    def digest(self) -> str:
+        """Hash of everything that determines the result (not the time budget, schedule of checkpoints/evaluations or device)."""
+        fields = dataclasses.asdict(self)
+        for key in ("time_budget_minutes", "checkpoint_every", "eval_every", "device"):
+            fields.pop(key)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------
+# loss
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = DICE_SMOOTH) -> torch.Tensor:
+    """1 − mean soft Dice over the foreground classes (1 … C−1), each pooled over the whole batch.
+
+    ``logits`` ``(N, C, H, W)``, ``target`` integer labels ``(N, H, W)``.
+    Pooling over the batch keeps classes that are absent from some slices
+    well defined; ``smooth`` (added to numerator and denominator) makes a
+    class absent from the whole batch push its probabilities towards 0.
+    """
+    probs = torch.softmax(logits.float(), dim=1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
+    dims = (0, 2, 3)
+    intersection = (probs * onehot).sum(dims)
+    total = probs.sum(dims) + onehot.sum(dims)
+    dice = (2.0 * intersection + smooth) / (total + smooth)
+    return 1.0 - dice.mean()
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(total, cross-entropy, soft Dice loss)`` with total = CE + dice_weight · Dice loss."""
+    ce = F.cross_entropy(logits.float(), target)
+    dl = soft_dice_loss(logits, target)
+    return ce + dice_weight * dl, ce, dl
+
+
+# --------------------------------------------------------------------------
+# data
+
+
+def _body_slices(subject: PreprocessedSubject, min_fraction: float) -> np.ndarray:
+    fraction = subject.mask.reshape(subject.mask.shape[0], -1).mean(axis=1)
+    return np.nonzero(fraction >= min_fraction)[0]
+
+
+def _load_labelled(paths: Sequence[str | os.PathLike], n_classes: int, role: str) -> list[PreprocessedSubject]:
+    subjects = []
+    for path in paths:
+        subject = load_preprocessed(path)
+        if subject.labels is None:
+            raise InputError(f"{path}: {role} cache has no labels; the segmentation experiment needs labelled subjects")
+        top = int(subject.labels.max()) if subject.labels.size else 0
+        if top >= n_classes:
+            raise InputError(f"{path}: label value {top} does not fit n_classes={n_classes} (background 0 plus labels 1…{n_classes - 1})")
+        subjects.append(subject)
+    return subjects
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-slice random intensity scale and shift of normalised CT, clipped to [−1, 1]."""
+    n = images.shape[0]
+    scale = 1.0 + AUGMENT_SCALE * (2.0 * torch.rand(n, 1, 1, 1, generator=generator) - 1.0)
+    shift = AUGMENT_SHIFT * (2.0 * torch.rand(n, 1, 1, 1, generator=generator) - 1.0)
+    return (images * scale + shift).clamp_(-1.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# prediction
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - a U-Net always has parameters
+        return torch.device("cpu")
+
+
+@torch.inference_mode()
+def predict_probabilities(model: torch.nn.Module, ct_slices: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Softmax probabilities ``(Z, C, H, W)`` (float32) of normalised CT slices ``(Z, H, W)``."""
+    device = _model_device(model)
+    out = None
+    for start in range(0, len(ct_slices), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(ct_slices[start:start + batch_size], dtype=np.float32)).unsqueeze(1).to(device)
+        probs = torch.softmax(model(batch).float(), dim=1).cpu().numpy()
+        if out is None:
+            out = np.empty((len(ct_slices), probs.shape[1], *probs.shape[2:]), dtype=np.float32)
+        out[start:start + batch_size] = probs
+    if out is None:
+        raise InputError("no slices to segment")
+    return out
+
+
+def predict_labels(model: torch.nn.Module, ct_slices: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Label slices ``(Z, H, W)`` (uint8) at training resolution: argmax of the logits."""
+    return predict_probabilities(model, ct_slices, batch_size).argmax(axis=1).astype(np.uint8)
+
+
+def mean_foreground_dice(prediction: np.ndarray, reference: np.ndarray, n_classes: int) -> float:
+    """Mean Dice over foreground classes 1 … C−1 (classes absent from both are skipped; NaN if all are)."""
+    scores = []
+    for c in range(1, n_classes):
+        p, r = prediction == c, reference == c
+        total = int(np.count_nonzero(p)) + int(np.count_nonzero(r))
+        if total:
+            scores.append(2.0 * np.count_nonzero(p & r) / total)
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def evaluate_dice(model: torch.nn.Module, subjects: Sequence[PreprocessedSubject], n_classes: int) -> float:
+    """Mean over subjects of the mean foreground Dice at training resolution (real CT input)."""
+    scores = [mean_foreground_dice(predict_labels(model, s.ct), s.labels, n_classes) for s in subjects]
+    return float(np.nanmean(scores)) if not all(math.isnan(v) for v in scores) else math.nan
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Run:
+    """All mutable state of a segmentation run (what a checkpoint holds)."""
+
+    def __init__(self, settings: SegmentationSettings, device: torch.device):
+        s = self.settings = settings
+        torch.manual_seed(s.seed)
+        self.net = init_weights(UNet2d(1, s.n_classes, base=s.base, depth=s.depth)).to(device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=s.lr)
+        self.data_rng = torch.Generator().manual_seed(s.seed + 1)
+        self.step = 0
+        self.history: list[list[float]] = []
+        self.validation: list[dict[str, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "segmentation",
+            "digest": self.settings.digest(),
+            "step": self.step,
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_data": self.data_rng.get_state(),
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(LOSS_COLUMNS)),
+            "validation": json.dumps(self.validation),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["rng_torch"])
+        self.data_rng.set_state(state["rng_data"])
+        self.step = int(state["step"])
+        self.history = state["history"].tolist()
+        self.validation = json.loads(state["validation"])
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
+        self.opt.zero_grad(set_to_none=True)
+        loss, ce, dl = segmentation_loss(self.net(images), labels, self.settings.dice_weight)
+        loss.backward()
+        lr = float(self.opt.param_groups[0]["lr"])
+        self.opt.step()
+        return [float(loss.detach()), float(ce.detach()), float(dl.detach()), lr]
+
+
+def train_segmentation(
+    settings: SegmentationSettings,
+    caches: Sequence[str | os.PathLike],
+    validation_caches: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+) -> Path:
+    """Train the CT segmenter into ``out_dir`` and return the path of its ``model.pt``.
+
+    Trains on the real-CT slices (with at least ``min_body_fraction`` of body)
+    and label slices of ``caches``; every ``eval_every`` steps (and at step 0
+    and the end) logs the mean foreground Dice on ``validation_caches`` at
+    training resolution. Resumes from ``out_dir/checkpoint.pt`` when present
+    and written with the same settings (otherwise starts afresh with a
+    warning). With a time budget, stops after writing a checkpoint and raises
+    :class:`~mr2ct.training.TrainingInterrupted`.
+
+    Writes ``model.pt`` (state_dict, n_classes, base, depth, digest),
+    ``losses.tsv`` (step, loss, ce, dice_loss, lr), ``validation.tsv``
+    (step, mean_dice; only with validation subjects) and ``loss_curves.png``.
+    """
+    from tqdm import tqdm
+
+    s = settings
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = _device(s.device)
+    started = time.monotonic()
+
+    if not caches:
+        raise InputError("train_segmentation needs at least one training cache")
+    subjects = _load_labelled(caches, s.n_classes, "training")
+    val_subjects = _load_labelled(validation_caches, s.n_classes, "validation")
+    picks = [_body_slices(subj, s.min_body_fraction) for subj in subjects]
+    images = torch.from_numpy(np.concatenate([subj.ct[k] for subj, k in zip(subjects, picks)])).unsqueeze(1).contiguous()
+    labels = torch.from_numpy(np.concatenate([subj.labels[k] for subj, k in zip(subjects, picks)]).astype(np.int64))
+    if len(images) == 0:
+        raise InputError(f"no training slice has a body fraction ≥ {s.min_body_fraction}")
+    log.info("segmentation: %d CT slices from %d subject(s), %d validation subject(s), %d classes",
+             len(images), len(subjects), len(val_subjects), s.n_classes)
+
+    run = _Run(s, device)
+    checkpoint = out_dir / "checkpoint.pt"
+    if checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        if not isinstance(state, dict) or state.get("digest") != s.digest() or state.get("format") != CHECKPOINT_FORMAT \
+                or state.get("kind") != "segmentation":
+            log.warning("checkpoint %s was written with other settings; starting afresh", checkpoint)
+        else:
+            run.load_state_dict(state)
+            log.info("resumed from %s at step %d", checkpoint, run.step)
+
+    def write_checkpoint() -> None:
+        save_checkpoint(checkpoint, run.state_dict())
+
+    def validate() -> None:
+        if not val_subjects:
+            return
+        run.net.eval()
+        score = evaluate_dice(run.net, val_subjects, s.n_classes)
+        run.net.train()
+        run.validation.append({"step": run.step, "mean_dice": score})
+        log.info("step %d: validation mean Dice %.3f", run.step, score)
+
+    if run.step == 0 and s.eval_every > 0:
+        validate()
+    bar = tqdm(total=s.steps, initial=run.step, desc="train segmenter", unit="step", disable=not progress, mininterval=2.0)
+    budget = s.time_budget_minutes * 60.0
+    while run.step < s.steps:
+        idx = torch.randint(0, len(images), (s.batch_size,), generator=run.data_rng)
+        batch = images[idx]
+        if s.augment:
+            batch = _augment(batch, run.data_rng)
+        losses = run.train_step(batch.to(device), labels[idx].to(device))
+        run.history.append(losses)
+        run.step += 1
+        bar.update()
+        if run.step % 25 == 0:
+            recent = np.asarray(run.history[-25:])
+            bar.set_postfix(loss=f"{recent[:, 0].mean():.3f}", ce=f"{recent[:, 1].mean():.3f}", dice=f"{recent[:, 2].mean():.3f}")
+        if s.eval_every > 0 and (run.step % s.eval_every == 0 or run.step == s.steps):
+            validate()
+        if run.step % s.checkpoint_every == 0 and run.step < s.steps:
+            write_checkpoint()
+        if budget > 0 and time.monotonic() - started > budget and run.step < s.steps:
+            write_checkpoint()
+            bar.close()
+            raise TrainingInterrupted(f"time budget of {s.time_budget_minutes} min reached at step {run.step}; checkpoint written, rerun to resume")
+    bar.close()
+    write_checkpoint()
+    _write_tables(out_dir, run)
+    plot_segmentation_losses(out_dir / "loss_curves.png", np.asarray(run.history).reshape(-1, len(LOSS_COLUMNS)), run.validation)
+    model_path = out_dir / "model.pt"
+    save_checkpoint(model_path, {"state_dict": run.net.state_dict(), "n_classes": s.n_classes, "base": s.base,
+                                 "depth": s.depth, "digest": s.digest(), "steps": s.steps})
+    return model_path
+
+
+def _write_tables(out_dir: Path, run: _Run) -> None:
+    import pandas as pd
+
+    history = pd.DataFrame(run.history, columns=list(LOSS_COLUMNS))
+    history.insert(0, "step", np.arange(1, len(history) + 1))
+    atomic_write_text(out_dir / "losses.tsv", history.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))
+    if run.validation:
+        table = pd.DataFrame(run.validation, columns=["step", "mean_dice"])
+        atomic_write_text(out_dir / "validation.tsv", table.to_csv(sep="\t", index=False, float_format="%.4f", lineterminator="\n"))
+
+
+def plot_segmentation_losses(path: str | os.PathLike, history: np.ndarray, validation: Sequence[dict]) -> Path:
+    """Training losses (smoothed) and validation mean Dice against step."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import save_figure
+
+    steps = np.arange(1, len(history) + 1)
+    window = max(1, len(history) // 50)
+
+    def smooth(v: np.ndarray) -> np.ndarray:
+        return v if window == 1 else np.convolve(v, np.ones(window) / window, mode="same")
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for col, label in ((0, "total"), (1, "cross-entropy"), (2, "soft Dice loss")):
+        if history.size:
+            axes[0].plot(steps, smooth(history[:, col]), label=label, lw=1)
+    axes[0].set(xlabel="step", ylabel="loss", title="training losses (real CT)")
+    if axes[0].lines:
+        axes[0].legend(frameon=False)
+    if validation:
+        axes[1].plot([v["step"] for v in validation], [v["mean_dice"] for v in validation], "o-", ms=3)
+        axes[1].set(xlabel="step", ylabel="mean Dice (foreground)", title="validation subjects", ylim=(0, 1))
+    else:
+        axes[1].axis("off")
+    fig.suptitle("CT segmentation network")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------
+# applying a trained segmenter
+
+
+def load_segmenter(path: str | os.PathLike, device: str = "cpu") -> UNet2d:
+    """The U-Net of a finished segmentation run (``model.pt``), in eval mode."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or not {"state_dict", "n_classes", "base", "depth"} <= set(state):
+        raise InputError(f"{path}: not an mr2ct segmentation model file (model.pt of train_segmentation)")
+    net = UNet2d(1, int(state["n_classes"]), base=int(state["base"]), depth=int(state["depth"]))
+    try:
+        net.load_state_dict(state["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path}: segmentation weights do not fit the stored architecture ({exc})") from exc
+    return net.to(device).eval()
+
+
+def segment_ct(model: torch.nn.Module, ct_hu: np.ndarray, cache: PreprocessedSubject, batch_size: int = 16) -> np.ndarray:
+    """Segment a CT volume ``(X, Y, Z)`` in HU on its own grid; returns labels ``(X, Y, Z)`` uint8.
+
+    The volume is resampled to the subject's training slices exactly as in
+    preprocessing (``cache.grid``, linear interpolation with anti-aliasing,
+    air outside) and normalised with the cache's CT map. The network's softmax
+    probabilities are resampled back to the original grid *per class* with
+    linear interpolation (outside the field of view: background 1, other
+    classes 0) and the label is the argmax at full resolution. This gives
+    smoother, more faithful boundaries than upsampling the low-resolution
+    label map by nearest neighbour. Classes are processed one at a time into a
+    running maximum, so memory stays at about two float32 volumes (plus the
+    low-resolution probabilities) whatever the number of classes.
+    """
+    ct_hu = np.asarray(ct_hu)
+    if ct_hu.shape != tuple(cache.shape):
+        raise InputError(f"CT volume of shape {ct_hu.shape} does not match the cached subject's grid {tuple(cache.shape)}")
+    slices = cache.grid.to_slices(ct_hu, order=1, cval=float(cache.ct_hu_points[0]))
+    normalised = normalise_ct(slices, cache.ct_hu_points, cache.ct_norm_points)
+    del slices
+    probs = predict_probabilities(model, normalised, batch_size)
+    shape_xy = tuple(cache.shape[:2])
+    best = cache.grid.to_volume(probs[:, 0], shape_xy, order=1, cval=1.0)
+    labels = np.zeros(best.shape, dtype=np.uint8)
+    for c in range(1, probs.shape[1]):
+        p = cache.grid.to_volume(probs[:, c], shape_xy, order=1, cval=0.0)
+        better = p > best
+        labels[better] = c
+        np.maximum(best, p, out=best)
+        del p, better
+    return labels
+
+
+def segment_files(
+    model_path: str | os.PathLike,
+    ct_paths: Sequence[str | os.PathLike],
+    caches: Sequence[str | os.PathLike | PreprocessedSubject],
+    out_paths: Sequence[str | os.PathLike],
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> list[Path]:
+    """Segment each CT file on its cached subject's grid and write ``uint8`` label NIfTI files.
+
+    ``ct_paths[i]`` (real or synthetic CT, HU) must have the shape and affine
+    of the subject whose cache is ``caches[i]`` (a cache path or a loaded
+    :class:`~mr2ct.preprocess.PreprocessedSubject`); the labels are written to
+    ``out_paths[i]`` with that geometry and on-disk orientation.
+    """
+    if not (len(ct_paths) == len(caches) == len(out_paths)):
+        raise InputError(f"segment_files: {len(ct_paths)} CT file(s), {len(caches)} cache(s) and {len(out_paths)} output path(s) must match")
+    model = load_segmenter(model_path, device=device)
+    written = []
+    for ct_path, cache, out in zip(ct_paths, caches, out_paths):
+        subject = cache if isinstance(cache, PreprocessedSubject) else load_preprocessed(cache)
+        ct = read_volume(ct_path)
+        if ct.data.shape != tuple(subject.shape):
+            raise InputError(f"{ct_path}: CT shape {ct.data.shape} does not match its subject's cached grid {tuple(subject.shape)}")
+        if not np.allclose(ct.affine, subject.affine, atol=1e-2):
+            raise InputError(f"{ct_path}: CT affine does not match its subject's cached geometry (not on the subject's CT grid)")
+        labels = segment_ct(model, ct.data, subject, batch_size=batch_size)
+        del ct
+        written.append(write_volume(out, Volume(labels, subject.affine, subject.disk_axcodes), np.uint8))
+        log.info("segmented %s -> %s", ct_path, out)
+    return written

@@ -1,0 +1,657 @@
+"""Paired comparisons and summary tables of the experiment metrics.
+
+The two experiments of Hiasa et al. (2018) compare CycleGAN with and without
+the gradient-consistency (GC) loss on the *same* test subjects: every fold
+trains both arms on the same training set and scores them on the same
+held-out subjects. The comparison is therefore paired on ``(fold, subject)``
+(and, for segmentation, per structure):
+
+* :func:`paired_comparison` -- per group (e.g. training-set size): mean of
+  each arm, median and mean of the paired difference ``a − b``, a percentile
+  bootstrap 95 % confidence interval of the mean difference (pairs resampled
+  with replacement, seeded), the two-sided Wilcoxon signed-rank p-value and
+  which arm is better given the metric's direction (:data:`METRIC_DIRECTION`);
+* :func:`statistics_table` -- all synthesis metrics (MAE, PSNR, SSIM,
+  boundary MAE) and sizes, GC vs. no GC;
+* :func:`segmentation_statistics` -- Dice and ASSD per size and structure,
+  GC vs. no GC, plus each arm's synthetic CT against the real CT
+  (:func:`compare_to_real_ct`);
+* :func:`summary_table` / :func:`to_markdown` -- mean and standard deviation
+  per group, rendered as a GitHub Markdown table of "mean ± sd" cells.
+
+Units follow the input tables: MAE and boundary MAE in HU, PSNR in dB, SSIM
+and Dice unitless, ASSD and HD95 in mm. Differences carry the metric's unit.
+
+Rows whose metric is not finite (NaN: e.g. a surface distance of an empty
+mask; ±inf: e.g. the PSNR of an exact prediction) and rows without a partner
+in the other arm are left out of a pair-wise comparison; the number of rows
+left out is reported in ``n_dropped`` and explained in ``note``.
+
+The Wilcoxon test uses SciPy's default (``zero_method="wilcox"``: zero
+differences are discarded; exact null distribution for small samples without
+ties, normal approximation otherwise). ``wilcoxon_p_holm`` is the
+Holm–Bonferroni adjustment over the rows of one metric and one comparison
+in a table (e.g. MAE over all sizes).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "COMPARISON_COLUMNS",
+    "METRIC_DECIMALS",
+    "METRIC_DIRECTION",
+    "METRIC_LABEL",
+    "MODEL_ORDER",
+    "SEGMENTATION_METRICS",
+    "SYNTHESIS_METRICS",
+    "better_model",
+    "bootstrap_mean_ci",
+    "compare_to_real_ct",
+    "holm_adjust",
+    "metric_direction",
+    "paired_comparison",
+    "segmentation_statistics",
+    "statistics_table",
+    "summary_table",
+    "to_markdown",
+]
+
+#: ``"lower"`` or ``"higher"``: which values of a metric are better.
+METRIC_DIRECTION: dict[str, str] = {
+    "mae": "lower",
+    "mae_boundary": "lower",
+    "psnr": "higher",
+    "ssim": "higher",
+    "dice": "higher",
+    "assd": "lower",
+    "assd_mm": "lower",
+    "hd95": "lower",
+    "hd95_mm": "lower",
+}
+
+#: Human-readable metric names with units (tables and axis labels).
+METRIC_LABEL: dict[str, str] = {
+    "mae": "MAE [HU]",
+    "mae_boundary": "boundary MAE [HU]",
+    "psnr": "PSNR [dB]",
+    "ssim": "SSIM",
+    "dice": "Dice",
+    "assd": "ASSD [mm]",
+    "assd_mm": "ASSD [mm]",
+    "hd95": "HD95 [mm]",
+    "hd95_mm": "HD95 [mm]",
+}
+
+#: Decimals shown for each metric in Markdown tables.
+METRIC_DECIMALS: dict[str, int] = {
+    "mae": 1,
+    "mae_boundary": 1,
+    "psnr": 2,
+    "ssim": 3,
+    "dice": 3,
+    "assd": 2,
+    "assd_mm": 2,
+    "hd95": 2,
+    "hd95_mm": 2,
+}
+
+SYNTHESIS_METRICS: tuple[str, ...] = ("mae", "psnr", "ssim", "mae_boundary")
+SEGMENTATION_METRICS: tuple[str, ...] = ("dice", "assd_mm")
+
+#: Display order of the models/sources in tables and figures.
+MODEL_ORDER: tuple[str, ...] = (
+    "cyclegan",
+    "cyclegan_gc",
+    "reference_supervised",
+    "baseline_constant",
+    "baseline_histmatch",
+    "reference_resampled",
+    "real_ct",
+)
+
+#: Columns of :func:`paired_comparison` after the grouping columns.
+COMPARISON_COLUMNS: tuple[str, ...] = (
+    "metric",
+    "a",
+    "b",
+    "n_pairs",
+    "n_dropped",
+    "mean_a",
+    "mean_b",
+    "median_difference",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "wilcoxon_p",
+    "better",
+    "note",
+)
+
+_BOOT_CHUNK_ELEMENTS = 2_000_000  # bootstrap index matrix elements per chunk (bounds memory)
+
+
+# --------------------------------------------------------------------------- #
+# building blocks
+# --------------------------------------------------------------------------- #
+def metric_direction(metric: str) -> str:
+    """``"lower"`` or ``"higher"`` (better) for a metric name of :data:`METRIC_DIRECTION`.
+
+    Raises
+    ------
+    KeyError
+        For a metric whose direction is not known (the message lists the known ones).
+    """
+    try:
+        return METRIC_DIRECTION[metric]
+    except KeyError:
+        raise KeyError(
+            f"unknown metric '{metric}': its direction is not known; known metrics: {', '.join(sorted(METRIC_DIRECTION))}"
+        ) from None
+
+
+def better_model(metric: str, difference: float, a: str, b: str) -> str:
+    """Name of the better model given the difference ``a − b`` of a metric.
+
+    Returns ``a`` or ``b`` by the sign of ``difference`` and the metric's
+    direction, ``"tie"`` for a zero difference and ``""`` for NaN.
+    """
+    direction = metric_direction(metric)
+    if difference is None or not np.isfinite(difference):
+        return ""
+    if difference == 0:
+        return "tie"
+    a_higher = difference > 0
+    return a if a_higher == (direction == "higher") else b
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float] | np.ndarray,
+    n_boot: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean.
+
+    ``n_boot`` resamples of ``len(values)`` draws with replacement from a
+    ``numpy.random.default_rng(seed)`` generator; the interval is the
+    ``(1 − level)/2`` and ``(1 + level)/2`` quantiles of the resampled means
+    (linear interpolation). Constant samples give exactly ``(v, v)``; fewer
+    than two values give ``(nan, nan)``. Values must be finite.
+
+    Parameters
+    ----------
+    values:
+        The sample (any unit; the interval has the same unit).
+    n_boot:
+        Number of bootstrap resamples (≥ 1).
+    seed:
+        Seed of the generator; the same seed and values give the same interval.
+    level:
+        Coverage of the interval, in (0, 1).
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("bootstrap_mean_ci needs finite values; drop NaN/inf first")
+    n = x.size
+    if n < 2:
+        return (math.nan, math.nan)
+    if np.all(x == x[0]):
+        return (float(x[0]), float(x[0]))
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot, dtype=np.float64)
+    chunk = max(1, _BOOT_CHUNK_ELEMENTS // n)
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = x[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    # the resampled means cannot leave [min, max]; guard against rounding
+    return (float(max(low, x.min())), float(min(high, x.max())))
+
+
+def _wilcoxon(differences: np.ndarray) -> tuple[float, str]:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences, with a note when undefined."""
+    n = differences.size
+    if n < 2:
+        return math.nan, f"Wilcoxon test undefined: {n} pair{'s' if n != 1 else ''}"
+    if np.all(differences == 0):
+        return math.nan, "Wilcoxon test undefined: all differences are zero"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.wilcoxon(differences, alternative="two-sided")
+    return float(result.pvalue), ""
+
+
+def holm_adjust(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (NaN entries stay NaN and are not counted)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(np.isfinite(p))
+    m = valid.size
+    if m == 0:
+        return out
+    order = valid[np.argsort(p[valid], kind="stable")]
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
+    return out
+
+
+def _as_tuple(columns: str | Iterable[str]) -> tuple[str, ...]:
+    return (columns,) if isinstance(columns, str) else tuple(columns)
+
+
+def _tidy_sizes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Show a float ``size`` column of whole numbers (NaN-padded tables) as integers."""
+    if "size" in frame and pd.api.types.is_float_dtype(frame["size"]):
+        s = frame["size"]
+        finite = s.dropna()
+        if len(finite) and np.all(finite == np.round(finite)):
+            frame = frame.assign(size=s.astype("Int64"))
+    return frame
+
+
+def _require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise KeyError(f"{what}: missing column(s) {missing}; the table has {list(table.columns)}")
+
+
+# --------------------------------------------------------------------------- #
+# paired comparison
+# --------------------------------------------------------------------------- #
+def paired_comparison(
+    table: pd.DataFrame,
+    metric: str,
+    a: str = "cyclegan_gc",
+    b: str = "cyclegan",
+    by: str | Sequence[str] = ("size",),
+    pair_on: str | Sequence[str] = ("fold", "subject"),
+    n_boot: int = 10000,
+    seed: int = 0,
+    model_column: str = "model",
+) -> pd.DataFrame:
+    """Compare model ``a`` with model ``b`` on paired observations, per group.
+
+    Rows of ``table`` with ``model_column`` equal to ``a`` or ``b`` are split
+    into groups by ``by`` and, within a group, matched on ``pair_on``. The
+    difference is always ``a − b`` in the metric's unit.
+
+    Parameters
+    ----------
+    table:
+        Long table with columns ``by``, ``pair_on``, ``model_column`` and ``metric``.
+    metric:
+        Column to compare; must be a key of :data:`METRIC_DIRECTION`.
+    a, b:
+        The two models (values of ``model_column``).
+    by:
+        Grouping columns; one output row per group (``()`` for one group).
+    pair_on:
+        Columns identifying a pair (e.g. ``("fold", "subject")``). A key that
+        occurs twice for the same model is an error.
+    n_boot:
+        Bootstrap resamples of the pairs for the confidence interval.
+    seed:
+        Seed of the bootstrap; each group uses ``default_rng(seed)`` afresh,
+        so a group's interval does not depend on the other groups present.
+    model_column:
+        Column holding the model names.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group: the ``by`` columns, then :data:`COMPARISON_COLUMNS`:
+        ``metric, a, b, n_pairs, n_dropped`` (rows of ``a``/``b`` in the group
+        not used: no partner or non-finite metric), ``mean_a, mean_b`` (over
+        the pairs), ``median_difference, mean_difference`` (``a − b``),
+        ``ci_low, ci_high`` (percentile bootstrap 95 % CI of the mean
+        difference), ``wilcoxon_p`` (two-sided; NaN when fewer than two pairs
+        or all differences are zero), ``better`` (``a``, ``b``, ``"tie"`` or
+        ``""`` by the sign of the mean difference and the metric's direction)
+        and ``note`` (why something is NaN or rows were dropped).
+    """
+    by = _as_tuple(by)
+    pair_on = _as_tuple(pair_on)
+    metric_direction(metric)  # fail early on an unknown metric
+    if a == b:
+        raise ValueError(f"compare two different models, got a = b = '{a}'")
+    _require(table, (*by, *pair_on, model_column, metric), "paired_comparison")
+
+    sub = table.loc[table[model_column].isin([a, b]), [*by, *pair_on, model_column, metric]].copy()
+    sub[metric] = pd.to_numeric(sub[metric], errors="coerce")
+    duplicated = sub.duplicated([*by, *pair_on, model_column], keep=False)
+    if duplicated.any():
+        example = sub.loc[duplicated].iloc[0]
+        key = ", ".join(f"{c}={example[c]!r}" for c in (*by, *pair_on, model_column))
+        raise ValueError(f"paired_comparison: more than one row for {key}; pair_on {pair_on} must identify a pair")
+
+    groups = [((), sub)] if not by else list(sub.groupby(list(by), sort=True, dropna=False))
+    rows = []
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        row.update(_compare_group(group, metric, a, b, pair_on, model_column, n_boot, seed))
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=[*by, *COMPARISON_COLUMNS])
+    return _tidy_sizes(out)
+
+
+def _compare_group(group, metric, a, b, pair_on, model_column, n_boot, seed) -> dict:
+    """Comparison statistics of one group (see :func:`paired_comparison`)."""
+    finite = np.isfinite(group[metric].to_numpy(dtype=np.float64))
+    n_nonfinite = int((~finite).sum())
+    usable = group.loc[finite]
+    wide = usable.pivot(index=list(pair_on), columns=model_column, values=metric)
+    for m in (a, b):
+        if m not in wide.columns:
+            wide[m] = np.nan
+    paired = wide[[a, b]].dropna()
+    n_pairs = len(paired)
+    n_unpaired = len(usable) - 2 * n_pairs
+    notes = []
+    if n_nonfinite:
+        notes.append(f"{n_nonfinite} row{'s' if n_nonfinite != 1 else ''} with non-finite {metric} dropped")
+    if n_unpaired:
+        notes.append(f"{n_unpaired} unpaired row{'s' if n_unpaired != 1 else ''} dropped")
+
+    va = paired[a].to_numpy(dtype=np.float64)
+    vb = paired[b].to_numpy(dtype=np.float64)
+    d = va - vb
+    if n_pairs:
+        mean_a, mean_b = float(va.mean()), float(vb.mean())
+        mean_d = float(d[0]) if np.all(d == d[0]) else float(d.mean())
+        median_d = float(np.median(d))
+    else:
+        mean_a = mean_b = mean_d = median_d = math.nan
+        notes.append("no pairs")
+    ci_low, ci_high = bootstrap_mean_ci(d, n_boot=n_boot, seed=seed) if n_pairs else (math.nan, math.nan)
+    if n_pairs == 1:
+        notes.append("CI undefined: 1 pair")
+    p, p_note = _wilcoxon(d)
+    if p_note and n_pairs:
+        notes.append(p_note)
+    return {
+        "metric": metric,
+        "a": a,
+        "b": b,
+        "n_pairs": n_pairs,
+        "n_dropped": n_nonfinite + n_unpaired,
+        "mean_a": mean_a,
+        "mean_b": mean_b,
+        "median_difference": median_d,
+        "mean_difference": mean_d,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "wilcoxon_p": p,
+        "better": better_model(metric, mean_d, a, b),
+        "note": "; ".join(notes),
+    }
+
+
+def _with_holm(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``wilcoxon_p_holm``: Holm adjustment within each (metric, a, b) family."""
+    frame = frame.copy()
+    frame["wilcoxon_p_holm"] = np.nan
+    for _, idx in frame.groupby(["metric", "a", "b"], sort=False).groups.items():
+        frame.loc[idx, "wilcoxon_p_holm"] = holm_adjust(frame.loc[idx, "wilcoxon_p"].to_numpy())
+    cols = list(frame.columns)
+    cols.insert(cols.index("wilcoxon_p") + 1, cols.pop(cols.index("wilcoxon_p_holm")))
+    return frame[cols]
+
+
+def statistics_table(
+    synthesis: pd.DataFrame,
+    metrics: Sequence[str] = SYNTHESIS_METRICS,
+    seed: int = 0,
+    a: str = "cyclegan_gc",
+    b: str = "cyclegan",
+    n_boot: int = 10000,
+) -> pd.DataFrame:
+    """GC vs. no GC on every synthesis metric and training-set size.
+
+    :func:`paired_comparison` of ``a`` against ``b`` for each metric, grouped
+    by ``size`` and paired on ``(fold, subject)``, stacked metric by metric
+    (in the order given) and by increasing size, plus ``wilcoxon_p_holm``
+    (Holm adjustment over the sizes of one metric).
+    """
+    parts = [paired_comparison(synthesis, m, a=a, b=b, by=("size",), n_boot=n_boot, seed=seed) for m in metrics]
+    if not parts:
+        raise ValueError("statistics_table needs at least one metric")
+    return _with_holm(pd.concat(parts, ignore_index=True))
+
+
+def compare_to_real_ct(
+    segmentation: pd.DataFrame,
+    metric: str = "dice",
+    models: Sequence[str] = ("cyclegan", "cyclegan_gc"),
+    n_boot: int = 10000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Segmentation of each model's synthetic CT against that of the real CT.
+
+    The real CT is segmented once per fold (rows with ``source == "real_ct"``,
+    empty ``size``); its rows are repeated for every training-set size so that
+    each ``(size, structure)`` group pairs the synthetic-CT score (``a`` = the
+    model) with the real-CT score (``b = "real_ct"``) of the same fold and
+    subject. A negative Dice difference is the loss from using synthetic CT.
+    """
+    _require(segmentation, ("size", "model", "fold", "subject", "source", "structure", metric), "compare_to_real_ct")
+    synthetic = segmentation[segmentation["source"] == "synthetic_ct"]
+    real = segmentation[segmentation["source"] == "real_ct"].assign(model="real_ct")
+    sizes = sorted(pd.to_numeric(synthetic["size"], errors="coerce").dropna().unique())
+    if real.empty or not sizes:
+        return pd.DataFrame(columns=["size", "structure", *COMPARISON_COLUMNS])
+    real_by_size = pd.concat([real.assign(size=s) for s in sizes], ignore_index=True)
+    combined = pd.concat([synthetic, real_by_size], ignore_index=True)
+    combined["size"] = pd.to_numeric(combined["size"])
+    parts = [
+        paired_comparison(combined, metric, a=m, b="real_ct", by=("size", "structure"), n_boot=n_boot, seed=seed)
+        for m in models
+        if (synthetic["model"] == m).any()
+    ]
+    if not parts:
+        return pd.DataFrame(columns=["size", "structure", *COMPARISON_COLUMNS])
+    return pd.concat(parts, ignore_index=True)
+
+
+def segmentation_statistics(
+    segmentation: pd.DataFrame,
+    metrics: Sequence[str] = SEGMENTATION_METRICS,
+    seed: int = 0,
+    a: str = "cyclegan_gc",
+    b: str = "cyclegan",
+    n_boot: int = 10000,
+    real_ct_metric: str | None = "dice",
+) -> pd.DataFrame:
+    """Segmentation comparisons per training-set size and structure.
+
+    1. ``a`` vs. ``b`` (synthetic CT of GC vs. no GC) on each of ``metrics``,
+       grouped by ``(size, structure)``, paired on ``(fold, subject)``;
+    2. when ``real_ct_metric`` is given, each of ``a`` and ``b`` against the
+       real CT on that metric (:func:`compare_to_real_ct`).
+
+    Returns the stacked rows (``size, structure`` then
+    :data:`COMPARISON_COLUMNS`, plus ``wilcoxon_p_holm``, Holm-adjusted over
+    the sizes and structures of one metric and comparison).
+    """
+    synthetic = segmentation[segmentation["source"] == "synthetic_ct"].copy()
+    synthetic["size"] = pd.to_numeric(synthetic["size"], errors="coerce")
+    parts = [
+        paired_comparison(synthetic, m, a=a, b=b, by=("size", "structure"), n_boot=n_boot, seed=seed) for m in metrics
+    ]
+    if real_ct_metric is not None:
+        parts.append(compare_to_real_ct(segmentation, real_ct_metric, models=(b, a), n_boot=n_boot, seed=seed))
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=["size", "structure", *COMPARISON_COLUMNS, "wilcoxon_p_holm"])
+    return _tidy_sizes(_with_holm(pd.concat(parts, ignore_index=True)))
+
+
+# --------------------------------------------------------------------------- #
+# summaries
+# --------------------------------------------------------------------------- #
+def _model_sort_key(values: pd.Series) -> pd.Series:
+    rank = {m: i for i, m in enumerate(MODEL_ORDER)}
+    return values.map(lambda v: rank.get(v, len(rank)))
+
+
+def summary_table(
+    table: pd.DataFrame,
+    metrics: Sequence[str] = SYNTHESIS_METRICS,
+    by: str | Sequence[str] = ("size", "model"),
+) -> pd.DataFrame:
+    """Mean and sample standard deviation (ddof 1) of each metric per group.
+
+    Columns: the ``by`` columns, ``n`` (rows in the group), then for each
+    metric ``<metric>_mean``, ``<metric>_sd`` and ``<metric>_n`` (finite
+    values used; NaN and ±inf are ignored). Groups are sorted by the ``by``
+    columns, models in :data:`MODEL_ORDER`. Rows with an empty grouping value
+    (e.g. the real-CT segmentation's ``size``) form their own group.
+    """
+    by = _as_tuple(by)
+    metrics = tuple(metrics)
+    _require(table, (*by, *metrics), "summary_table")
+    values = table[list(metrics)].apply(pd.to_numeric, errors="coerce")
+    values = values.where(np.isfinite(values))
+    work = pd.concat([table[list(by)], values], axis=1)
+    rows = []
+    groups = [((), work)] if not by else work.groupby(list(by), sort=False, dropna=False)
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        row["n"] = len(group)
+        for m in metrics:
+            v = group[m].dropna().to_numpy(dtype=np.float64)
+            row[f"{m}_mean"] = float(v.mean()) if v.size else math.nan
+            row[f"{m}_sd"] = float(v.std(ddof=1)) if v.size > 1 else math.nan
+            row[f"{m}_n"] = int(v.size)
+        rows.append(row)
+    cols = [*by, "n", *(f"{m}_{s}" for m in metrics for s in ("mean", "sd", "n"))]
+    out = pd.DataFrame(rows, columns=cols)
+    if by:
+        out = out.sort_values(
+            list(by), key=lambda s: _model_sort_key(s) if s.name in ("model", "source") else s, na_position="first"
+        ).reset_index(drop=True)
+    return _tidy_sizes(out)
+
+
+def _format_number(value: float, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    text = f"{value:.{decimals}f}"
+    if float(text) == 0.0:
+        text = f"{0.0:.{decimals}f}"  # no "-0.0"
+    return text.replace("-", "−")
+
+
+def _auto_decimals(means: np.ndarray) -> int:
+    """Three significant digits of the typical magnitude (between 0 and 4 decimals)."""
+    finite = np.abs(means[np.isfinite(means)])
+    finite = finite[finite > 0]
+    if not finite.size:
+        return 2
+    magnitude = math.floor(math.log10(float(np.median(finite))))
+    return int(min(4, max(0, 2 - magnitude)))
+
+
+def _cell_text(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "–"
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(
+    summary: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+    by: Sequence[str] | None = None,
+    decimals: Mapping[str, int] | None = None,
+    labels: Mapping[str, str] | None = None,
+    model_labels: Mapping[str, str] | None = None,
+    show_n: bool = True,
+) -> str:
+    """GitHub Markdown table of a :func:`summary_table` with "mean ± sd" cells.
+
+    Parameters
+    ----------
+    summary:
+        Output of :func:`summary_table`.
+    metrics:
+        Metrics to show (default: every ``<metric>_mean`` column, in order).
+    by:
+        Grouping columns shown first (default: the columns before ``n``).
+    decimals:
+        Decimals per metric (default :data:`METRIC_DECIMALS`; unknown metrics
+        get three significant digits of their median magnitude).
+    labels:
+        Column headers per metric or grouping column (default
+        :data:`METRIC_LABEL`, with units; other columns keep their name).
+    model_labels:
+        Display names for the values of a ``model``/``source`` column.
+    show_n:
+        Include the ``n`` column.
+
+    Returns
+    -------
+    str
+        The table, one line per row, ending with a newline; a missing sd
+        (a single value) shows the mean only, a missing mean shows "–".
+    """
+    if metrics is None:
+        metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
+    metrics = list(metrics)
+    if by is None:
+        cols = list(summary.columns)
+        by = cols[: cols.index("n")] if "n" in cols else []
+    by = list(by)
+    decimals = {**METRIC_DECIMALS, **(decimals or {})}
+    labels = {**METRIC_LABEL, **(labels or {})}
+    model_labels = dict(model_labels or {})
+
+    header = [*(labels.get(c, c) for c in by), *(["n"] if show_n and "n" in summary else []), *(labels.get(m, m) for m in metrics)]
+    numeric = [False] * len(by) + [True] * (len(header) - len(by))
+    rows = []
+    places = {
+        m: decimals[m] if m in decimals else _auto_decimals(summary[f"{m}_mean"].to_numpy(dtype=np.float64))
+        for m in metrics
+    }
+    for _, r in summary.iterrows():
+        cells = []
+        for c in by:
+            v = r[c]
+            cells.append(_cell_text(model_labels.get(v, v) if c in ("model", "source") else v))
+        if show_n and "n" in summary:
+            cells.append(_cell_text(r["n"]))
+        for m in metrics:
+            mean = float(r[f"{m}_mean"])
+            sd = float(r[f"{m}_sd"]) if f"{m}_sd" in summary else math.nan
+            text = _format_number(mean, places[m])
+            if not math.isnan(mean) and not math.isnan(sd):
+                text += f" ± {_format_number(sd, places[m])}"
+            cells.append(text)
+        rows.append(cells)
+
+    widths = [max(3, len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "| " + " | ".join(("-" * (w - 1) + ":") if num else "-" * w for w, num in zip(widths, numeric)) + " |"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n"
