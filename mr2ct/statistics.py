@@ -315,7 +315,8 @@ def paired_comparison(
     pandas.DataFrame
         One row per group: the ``by`` columns, then :data:`COMPARISON_COLUMNS`:
         ``metric, a, b, n_pairs, n_dropped`` (rows of ``a``/``b`` in the group
-        not used: no partner or non-finite metric), ``mean_a, mean_b`` (over
+        not used: a non-finite metric, or no partner with a finite metric,
+        so a NaN row costs its partner too), ``mean_a, mean_b`` (over
         the pairs), ``median_difference, mean_difference`` (``a − b``),
         ``ci_low, ci_high`` (percentile bootstrap 95 % CI of the mean
         difference), ``wilcoxon_p`` (two-sided; NaN when fewer than two pairs

@@ -32,6 +32,8 @@ FOLDS = splits_from_config(SUBJECTS, config)
 SIZES = sorted(config["splits"]["sizes"])
 MODELS = config["models"]
 FOLD_IDS = [f.fold for f in FOLDS]
+# experiment 2 needs reference labels (the phantom has them; other cohorts when labels_table is set)
+LABELLED = COHORT.labels_table is not None
 
 
 wildcard_constraints:
@@ -83,6 +85,19 @@ def train_settings(wildcards):
     return asdict(TrainSettings.from_config(config, wildcards.model, int(wildcards.size), int(wildcards.fold)))
 
 
+def segmentation_settings(wildcards):
+    from dataclasses import asdict
+    from mr2ct.cohort import read_label_table
+    from mr2ct.segmentation import SegmentationSettings
+
+    if COHORT.generated:  # the phantom's table is written by a job; its ids are fixed
+        from mr2ct.phantom import LABELS as table
+    else:
+        table = read_label_table(COHORT.labels_table)
+    n_classes = max(table) + 1
+    return asdict(SegmentationSettings.from_config(config, int(wildcards.fold), n_classes))
+
+
 def test_caches(wildcards):
     return preprocessed(FOLDS[int(wildcards.fold)].test)
 
@@ -124,4 +139,5 @@ def get_final_output():
         f"{RESULTS}/cohort/validation.tsv",
         f"{RESULTS}/splits/splits.tsv",
         f"{RESULTS}/tables/synthesis_metrics.csv",
+        *([f"{RESULTS}/tables/segmentation_metrics.csv"] if LABELLED else []),
     ]

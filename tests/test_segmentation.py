@@ -27,6 +27,15 @@ from mr2ct.training import TrainingInterrupted, load_checkpoint, save_checkpoint
 TINY = dict(steps=8, batch_size=4, base=4, depth=2, eval_every=4, checkpoint_every=3, seed=3, n_classes=13)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks gain nothing from threads; one keeps the module fast on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def caches(tiny_cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("segcache")
@@ -41,7 +50,7 @@ def caches(tiny_cohort, tmp_path_factory):
 def trained(caches, tmp_path_factory):
     """A segmenter trained for 40 steps (shared by the learning and prediction tests)."""
     out = tmp_path_factory.mktemp("segrun")
-    settings = SegmentationSettings(steps=40, batch_size=4, base=8, depth=2, eval_every=20, checkpoint_every=100, seed=1)
+    settings = SegmentationSettings(steps=40, batch_size=4, base=8, depth=2, lr=3e-3, eval_every=20, checkpoint_every=100, seed=1)
     return train_segmentation(settings, caches[:2], [caches[3]], out, progress=False)
 
 
@@ -101,11 +110,12 @@ def test_checkpoint_of_other_settings_is_not_resumed(caches, tmp_path, caplog):
 def test_a_few_steps_reduce_the_loss(trained):
     losses = pd.read_csv(trained.parent / "losses.tsv", sep="\t")
     assert len(losses) == 40
-    assert losses["loss"].iloc[-10:].mean() < 0.7 * losses["loss"].iloc[:5].mean()
-    assert losses["ce"].iloc[-10:].mean() < 0.5 * losses["ce"].iloc[:5].mean()
+    # the head starts at the class prior (CE ≈ 0.37 rather than ln 13), so the decrease is modest
+    assert losses["loss"].iloc[-10:].mean() < 0.9 * losses["loss"].iloc[:5].mean()
+    assert losses["ce"].iloc[-10:].mean() < 0.85 * losses["ce"].iloc[:5].mean()
     validation = pd.read_csv(trained.parent / "validation.tsv", sep="\t")
     assert list(validation["step"]) == [0, 20, 40]
-    assert validation["mean_dice"].iloc[-1] > validation["mean_dice"].iloc[0]
+    assert validation["mean_dice"].iloc[-1] > validation["mean_dice"].iloc[0] + 0.05
 
 
 def test_segmentation_of_a_ct_file_has_the_ct_geometry(trained, caches, tiny_cohort, tmp_path):

@@ -1,0 +1,130 @@
+# Experiment 2: a CT segmentation network per fold (real CT), applied to real and synthetic CT.
+
+
+rule train_segmentation:
+    input:
+        caches=lambda wc: preprocessed(FOLDS[int(wc.fold)].pool),
+        validation=lambda wc: preprocessed(FOLDS[int(wc.fold)].validation),
+    output:
+        model=f"{RESULTS}/segmenter/fold{{fold}}/model.pt",
+        losses=f"{RESULTS}/segmenter/fold{{fold}}/losses.tsv",
+    params:
+        settings=segmentation_settings,
+    log:
+        f"{LOGS}/train_segmentation/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/train_segmentation/fold{{fold}}.tsv"
+    threads: config["segmentation"]["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=60,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/train_segmentation.py"
+
+
+rule segment_real_ct:
+    input:
+        model=f"{RESULTS}/segmenter/fold{{fold}}/model.pt",
+        ct=test_files,
+        caches=test_caches,
+    output:
+        directory(f"{RESULTS}/labels/real_ct/fold{{fold}}"),
+    log:
+        f"{LOGS}/segment/real_ct/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/segment/real_ct/fold{{fold}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/segment.py"
+
+
+rule segment_synthetic_ct:
+    input:
+        model=f"{RESULTS}/segmenter/fold{{fold}}/model.pt",
+        synthetic=run_path("synthetic_ct"),
+        caches=test_caches,
+    output:
+        directory(run_path("labels")),
+    log:
+        f"{LOGS}/segment/{{size}}/{{model}}/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/segment/{{size}}/{{model}}/fold{{fold}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/segment.py"
+
+
+rule segmentation_metrics_real_ct:
+    input:
+        labels=f"{RESULTS}/labels/real_ct/fold{{fold}}",
+        reference=test_files,
+    output:
+        f"{RESULTS}/metrics/segmentation/real_ct/fold{{fold}}.csv",
+    log:
+        f"{LOGS}/segmentation_metrics/real_ct/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/segmentation_metrics/real_ct/fold{{fold}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/segmentation_metrics.py"
+
+
+rule segmentation_metrics_synthetic_ct:
+    input:
+        labels=run_path("labels"),
+        reference=test_files,
+    output:
+        f"{RESULTS}/metrics/segmentation/{{size}}/{{model}}/fold{{fold}}.csv",
+    log:
+        f"{LOGS}/segmentation_metrics/{{size}}/{{model}}/fold{{fold}}.log",
+    benchmark:
+        f"{BENCH}/segmentation_metrics/{{size}}/{{model}}/fold{{fold}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/segmentation_metrics.py"
+
+
+rule segmentation_table:
+    input:
+        expand(f"{RESULTS}/metrics/segmentation/real_ct/fold{{fold}}.csv", fold=FOLD_IDS),
+        all_runs_files("metrics/segmentation", ".csv"),
+    output:
+        report(
+            f"{RESULTS}/tables/segmentation_metrics.csv",
+            caption="../report/segmentation_metrics.rst",
+            category="Tables",
+        ),
+    log:
+        f"{LOGS}/segmentation_table.log",
+    benchmark:
+        f"{BENCH}/segmentation_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/concat_table.py"

@@ -1,0 +1,9 @@
+"""Snakemake adapter: Dice, ASSD and HD95 per structure of one folder of predicted labels."""
+from mr2ct.evaluation import segmentation_metrics_job
+from mr2ct.workflow import run
+
+sm = snakemake  # noqa: F821  (provided by Snakemake)
+w = sm.wildcards
+size = int(w.size) if "size" in w.keys() else None
+model = w.get("model", "real_ct")
+run(sm, lambda: segmentation_metrics_job(sm.config, int(w.fold), sm.input.labels, sm.output[0], size, model))
