@@ -43,6 +43,7 @@ __all__ = [
     "SEGMENTATION_COLUMNS",
     "bone_mask",
     "concat_parts",
+    "qualitative_job",
     "reference_predictions",
     "segment_job",
     "segmentation_metrics_job",
@@ -283,3 +284,20 @@ def segmentation_metrics_job(config: dict[str, Any], fold: int, labels_dir, out,
     predictions = {s.subject: Path(labels_dir) / f"{s.subject}.nii.gz" for s in subjects}
     source = "real_ct" if model == "real_ct" else "synthetic_ct"
     return write_table(segmentation_rows(predictions, subjects, design.label_table, size, model, fold, source), out)
+
+
+def qualitative_job(config: dict[str, Any], fold: int, synthetic_dirs: Mapping[str, str | os.PathLike], out_stem) -> list[Path]:
+    """Figure 4: the fold's first test subject, real and synthetic CT of each model on the hip-joint slice."""
+    from .plotting import plot_qualitative
+
+    design = Design(config)
+    files = design.test_subjects(fold)[0]
+    ct = read_volume(files.ct)
+    labels = read_volume(files.labels, dtype=np.uint8).data if files.labels else None
+    femur_ids = [i for i, n in (design.label_table or {}).items() if n.lower().startswith("femur")] or [2, 3]
+    names = {"cyclegan": "CycleGAN", "cyclegan_gc": "CycleGAN + GC", "reference_supervised": "supervised (paired)"}
+    synthetic = {names.get(m, m): read_volume(Path(d) / f"{files.subject}.nii.gz").data for m, d in synthetic_dirs.items()}
+    return plot_qualitative(
+        out_stem, read_volume(files.mr).data, ct.data, synthetic, read_volume(files.mask, dtype=np.uint8).data,
+        labels, ct.spacing, femur_ids=sorted(femur_ids), subject=files.subject,
+    )
