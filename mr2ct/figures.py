@@ -542,16 +542,20 @@ def render_all(
     out_dir: str | os.PathLike,
     seed: int = 0,
 ) -> list[Path]:
-    """Every figure of this module into ``out_dir`` under :data:`FIGURE_STEMS` (inputs may be None)."""
+    """Every figure of this module into ``out_dir`` under :data:`FIGURE_STEMS`.
+
+    Figures of an input given as None are skipped; an empty ``loss_tables``
+    still gives a (blank, "no data") training-curve figure.
+    """
     out = Path(out_dir)
     written: list[Path] = []
     if synthesis is not None:
-        for metric in ("mae", "psnr", "mae_boundary"):
+        for metric in ("mae", "psnr", "ssim", "mae_boundary"):
             written += plot_metric_vs_size(synthesis, metric, out / FIGURE_STEMS[metric], seed=seed)
     if segmentation is not None:
         written += plot_segmentation_by_structure(segmentation, "dice", out / FIGURE_STEMS["dice"], seed=seed)
         written += plot_surface_distances(segmentation, out / FIGURE_STEMS["surface_distances"], seed=seed)
-    if loss_tables:
+    if loss_tables is not None:
         written += plot_training_curves(loss_tables, out / FIGURE_STEMS["training_curves"])
     return written
 

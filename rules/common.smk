@@ -102,13 +102,19 @@ def test_caches(wildcards):
     return preprocessed(FOLDS[int(wildcards.fold)].test)
 
 
+# Config that a job reads through mr2ct.evaluation.Design: passed as params so that
+# changing it reruns the job (Snakemake tracks params, not the config a script reads).
+DESIGN_PARAMS = {k: config[k] for k in ("seed", "data", "splits", "preprocess")}
+
+
 def files_of(subjects):
     return [str(p) for s in subjects for p in COHORT[s].paths().values()]
 
 
 def test_files(wildcards):
     """Raw volumes of the fold's test subjects (the references of every score)."""
-    return files_of(FOLDS[int(wildcards.fold)].test) + ([str(COHORT.labels_table)] if COHORT.labels_table else [])
+    fold = wildcards["fold"] if isinstance(wildcards, dict) else wildcards.fold
+    return files_of(FOLDS[int(fold)].test) + ([str(COHORT.labels_table)] if COHORT.labels_table else [])
 
 
 def reference_training_files(wildcards):
@@ -133,6 +139,18 @@ def all_runs(stage, filename=""):
     ]
 
 
+QUALITATIVE_MODELS = [m for m in ("cyclegan", "cyclegan_gc") if m in MODELS]
+TABLE_FIGURES = [
+    "mae_vs_training_size", "psnr_vs_training_size", "ssim_vs_training_size", "boundary_mae_vs_training_size",
+    "training_curves", *(["dice_by_structure", "surface_distance_by_structure"] if LABELLED else []),
+]
+
+
+def qualitative_inputs(wildcards):
+    """Synthetic CT of fold 0 at the largest size, per arm of the experiment."""
+    return [run_path("synthetic_ct", size=max(SIZES), model=m, fold=0) for m in QUALITATIVE_MODELS]
+
+
 def get_final_output():
     """Targets of `rule all`."""
     return [
@@ -140,4 +158,6 @@ def get_final_output():
         f"{RESULTS}/splits/splits.tsv",
         f"{RESULTS}/tables/synthesis_metrics.csv",
         *([f"{RESULTS}/tables/segmentation_metrics.csv"] if LABELLED else []),
+        f"{RESULTS}/tables/statistics.csv",
+        *[f"{RESULTS}/figures/{stem}.{ext}" for stem in [*TABLE_FIGURES, "qualitative_hip"] for ext in ("png", "pdf")],
     ]

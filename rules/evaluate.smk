@@ -7,6 +7,9 @@ rule synthesis_metrics:
         reference=test_files,
     output:
         f"{RESULTS}/metrics/synthesis/{{size}}/{{model}}/fold{{fold}}.csv",
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     log:
         f"{LOGS}/synthesis_metrics/{{size}}/{{model}}/fold{{fold}}.log",
     benchmark:
@@ -27,6 +30,9 @@ rule reference_metrics:
         training=reference_training_files,
     output:
         f"{RESULTS}/metrics/synthesis/{{size}}/references/fold{{fold}}.csv",
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     log:
         f"{LOGS}/reference_metrics/{{size}}/fold{{fold}}.log",
     benchmark:

@@ -31,6 +31,9 @@ rule segment_real_ct:
         caches=test_caches,
     output:
         directory(f"{RESULTS}/labels/real_ct/fold{{fold}}"),
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     log:
         f"{LOGS}/segment/real_ct/fold{{fold}}.log",
     benchmark:
@@ -52,6 +55,9 @@ rule segment_synthetic_ct:
         caches=test_caches,
     output:
         directory(run_path("labels")),
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     log:
         f"{LOGS}/segment/{{size}}/{{model}}/fold{{fold}}.log",
     benchmark:
@@ -72,6 +78,9 @@ rule segmentation_metrics_real_ct:
         reference=test_files,
     output:
         f"{RESULTS}/metrics/segmentation/real_ct/fold{{fold}}.csv",
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     log:
         f"{LOGS}/segmentation_metrics/real_ct/fold{{fold}}.log",
     benchmark:
@@ -92,6 +101,9 @@ rule segmentation_metrics_synthetic_ct:
         reference=test_files,
     output:
         f"{RESULTS}/metrics/segmentation/{{size}}/{{model}}/fold{{fold}}.csv",
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     log:
         f"{LOGS}/segmentation_metrics/{{size}}/{{model}}/fold{{fold}}.log",
     benchmark:

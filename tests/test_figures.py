@@ -168,3 +168,10 @@ def test_model_styles_are_distinct_and_complete():
         assert {"color", "label", "marker", "linestyle"} <= set(F.MODEL_STYLE[model])
     colours = [F.MODEL_STYLE[m]["color"] for m in SYNTHESIS_MODELS]
     assert len(set(colours)) == len(colours)
+
+
+def test_render_all_writes_the_workflow_figures(tmp_path):
+    written = F.render_all(make_synthesis(), None, {}, tmp_path, seed=3)
+    stems = {p.stem for p in written}
+    assert stems == {F.FIGURE_STEMS[k] for k in ("mae", "psnr", "ssim", "mae_boundary", "training_curves")}
+    assert all(p.parent == tmp_path and p.stat().st_size > 0 for p in written)

@@ -1,0 +1,86 @@
+# Statistics, summaries and every figure of the paper (PNG + PDF), wrapped for `snakemake --report`.
+
+FIGURES = f"{RESULTS}/figures"
+SEGMENTATION_TABLE = [f"{RESULTS}/tables/segmentation_metrics.csv"] if LABELLED else []
+
+
+def figure(stem, caption):
+    return report(f"{FIGURES}/{stem}.png", caption=f"../report/{caption}.rst", category="Figures")
+
+
+rule statistics:
+    input:
+        synthesis=f"{RESULTS}/tables/synthesis_metrics.csv",
+        segmentation=SEGMENTATION_TABLE,
+    output:
+        statistics=report(f"{RESULTS}/tables/statistics.csv", caption="../report/statistics.rst", category="Tables"),
+        summary=report(f"{RESULTS}/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
+        markdown=f"{RESULTS}/tables/summary.md",
+    params:
+        seed=config["seed"],
+    log:
+        f"{LOGS}/statistics.log",
+    benchmark:
+        f"{BENCH}/statistics.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/statistics.py"
+
+
+rule figures:
+    input:
+        synthesis=f"{RESULTS}/tables/synthesis_metrics.csv",
+        segmentation=SEGMENTATION_TABLE,
+        losses=all_runs_files("models", "/losses.tsv"),
+    output:
+        mae=figure("mae_vs_training_size", "mae_vs_size"),
+        psnr=figure("psnr_vs_training_size", "psnr_vs_size"),
+        ssim=figure("ssim_vs_training_size", "ssim_vs_size"),
+        boundary=figure("boundary_mae_vs_training_size", "boundary_mae_vs_size"),
+        curves=figure("training_curves", "training_curves"),
+        dice=figure("dice_by_structure", "dice_by_structure") if LABELLED else [],
+        surface=figure("surface_distance_by_structure", "surface_distance_by_structure") if LABELLED else [],
+        pdfs=expand(f"{FIGURES}/{{stem}}.pdf", stem=TABLE_FIGURES),
+    params:
+        seed=config["seed"],
+    log:
+        f"{LOGS}/figures.log",
+    benchmark:
+        f"{BENCH}/figures.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/figures.py"
+
+
+rule qualitative_figure:
+    input:
+        synthetic=qualitative_inputs,
+        reference=lambda wc: test_files({"fold": 0}),
+    output:
+        png=figure("qualitative_hip", "qualitative"),
+        pdf=f"{FIGURES}/qualitative_hip.pdf",
+    params:
+        models=QUALITATIVE_MODELS,
+        design=DESIGN_PARAMS,
+    log:
+        f"{LOGS}/qualitative_figure.log",
+    benchmark:
+        f"{BENCH}/qualitative_figure.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/qualitative_figure.py"

@@ -1,0 +1,10 @@
+"""Snakemake adapter: every table-based figure of the paper (PNG and PDF)."""
+from pathlib import Path
+
+from mr2ct.report import figures_job
+from mr2ct.workflow import run
+
+sm = snakemake  # noqa: F821  (provided by Snakemake)
+segmentation = sm.input.segmentation[0] if sm.input.segmentation else None
+out_dir = Path(sm.output.mae).parent
+run(sm, lambda: figures_job(sm.input.synthesis, segmentation, list(sm.input.losses), out_dir, sm.params.seed))
