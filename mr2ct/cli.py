@@ -68,6 +68,16 @@ def _cmd_splits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_readme_results(args: argparse.Namespace) -> int:
+    from .report import readme_results, update_readme
+
+    tables = args.results / "tables"
+    block = readme_results(tables / "summary.md", tables / "statistics.csv")
+    update_readme(args.readme, block)
+    print(f"updated the results section of {args.readme} from {tables}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mr2ct",
@@ -95,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. splits.folds=5")
         p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results)")
         p.set_defaults(func=func)
+    p = sub.add_parser("readme-results", help="copy the summary and statistics tables into the README's results section")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results)")
+    p.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (default README.md)")
+    p.set_defaults(func=_cmd_readme_results)
     return parser
 
 

@@ -47,6 +47,31 @@ def test_tiny_data_stage_produces_cohort_cache_and_splits(tiny_run):
         assert (results / f"benchmarks/preprocess/{subject}.tsv").exists()
 
 
+def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
+    results = tiny_run / "results"
+    synthesis = pd.read_csv(results / "tables/synthesis_metrics.csv")
+    assert list(synthesis.columns) == ["size", "model", "fold", "subject", "mae", "psnr", "ssim", "mae_boundary"]
+    expected_models = {"cyclegan", "cyclegan_gc", "reference_supervised", "baseline_constant", "baseline_histmatch",
+                       "reference_resampled"}
+    assert set(synthesis["model"]) == expected_models
+    assert len(synthesis) == len(expected_models) * 6  # every test subject of both folds, one size
+    assert synthesis[["mae", "psnr", "ssim"]].notna().all().all()
+    segmentation = pd.read_csv(results / "tables/segmentation_metrics.csv")
+    assert set(segmentation["source"]) == {"real_ct", "synthetic_ct"}
+    assert set(segmentation["structure"]) >= {"pelvis", "femur_left", "femur_right", "bladder"}
+    statistics = pd.read_csv(results / "tables/statistics.csv")
+    assert {"wilcoxon_p", "ci_low", "ci_high", "median_difference"} <= set(statistics.columns)
+    for stem in ("mae_vs_training_size", "psnr_vs_training_size", "boundary_mae_vs_training_size", "qualitative_hip",
+                 "dice_by_structure", "surface_distance_by_structure", "training_curves"):
+        for ext in ("png", "pdf"):
+            assert (results / f"figures/{stem}.{ext}").stat().st_size > 1000, f"{stem}.{ext}"
+    for subject in ("phantom001", "phantom003", "phantom005"):
+        assert (results / f"synthetic_ct/2/cyclegan_gc/fold0/{subject}.nii.gz").exists()
+        assert (results / f"labels/2/cyclegan_gc/fold0/{subject}.nii.gz").exists()
+    snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "--report", str(results / "report.html"))
+    assert (results / "report.html").stat().st_size > 100_000
+
+
 def test_rerun_has_nothing_to_do(tiny_run):
     result = snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
