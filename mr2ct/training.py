@@ -340,13 +340,11 @@ class _Run:
             with self._autocast():
                 idt = identity_loss(n.g_ct(ct).float(), ct) + identity_loss(n.g_mr(mr).float(), mr)
             loss_g = loss_g + s.lambda_identity * s.lambda_cycle * idt
-        if s.gc_weight > 0:
+        # GC is logged for both arms (cheap); only cyclegan_gc backpropagates through it
+        with torch.set_grad_enabled(s.gc_weight > 0):
             gcl = gradient_consistency_loss(mr, fake_ct, ct, fake_mr, absolute=s.gc_absolute)
+        if s.gc_weight > 0:
             loss_g = loss_g + s.gc_weight * gcl
-            gc_ct = 1.0 - 0.0  # placeholder replaced below without extra work
-        else:
-            with torch.no_grad():
-                gcl = gradient_consistency_loss(mr, fake_ct, ct, fake_mr, absolute=s.gc_absolute)
         with torch.no_grad():
             gc_ct = float(gradient_consistency(mr, fake_ct, absolute=s.gc_absolute))
         loss_g.backward()
