@@ -40,7 +40,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from .plotting import save_figure  # noqa: E402
+from .plotting import save_png_pdf  # noqa: E402
 from .statistics import METRIC_LABEL, MODEL_ORDER, bootstrap_mean_ci  # noqa: E402
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "pretty_structure",
     "read_loss_tables",
     "render_all",
-    "save_png_pdf",
 ]
 
 SINGLE_COLUMN_IN = 3.5
@@ -124,23 +123,6 @@ def _style(model: str) -> dict[str, str]:
 def _ordered(models: Iterable[str]) -> list[str]:
     rank = {m: i for i, m in enumerate(MODEL_ORDER)}
     return sorted(dict.fromkeys(models), key=lambda m: (rank.get(m, len(rank)), str(m)))
-
-
-def save_png_pdf(fig, path_stem: str | os.PathLike) -> list[Path]:
-    """Write ``<stem>.png`` (300 dpi) and ``<stem>.pdf`` atomically; close the figure.
-
-    A suffix ``.png``/``.pdf`` given with the stem is dropped.
-    """
-    stem = Path(path_stem)
-    if stem.suffix.lower() in (".png", ".pdf"):
-        stem = stem.with_suffix("")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    pdf = stem.with_name(stem.name + ".pdf")
-    png = stem.with_name(stem.name + ".png")
-    # save_figure closes the figure after writing; the Figure object can still be saved
-    save_figure(fig, pdf)
-    save_figure(fig, png, dpi=PNG_DPI)
-    return [png, pdf]
 
 
 def _finite(values) -> np.ndarray:
@@ -277,7 +259,7 @@ def plot_metric_vs_size(
         if handles:
             fig.legend(handles, labels, loc="outside lower center", ncol=2, handlelength=2.4,
                        handler_map={tuple: HandlerTuple(ndivide=1)}, columnspacing=1.2)
-        return save_png_pdf(fig, path_stem)
+        return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
 
 
 # --------------------------------------------------------------------------- #
@@ -395,7 +377,7 @@ def plot_segmentation_by_structure(
         if handles:
             fig.legend(handles=handles, labels=_group_labels(handles, size), loc="outside upper center",
                        ncol=1 if width_in < 5 else len(handles))
-        return save_png_pdf(fig, path_stem)
+        return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
 
 
 def plot_surface_distances(
@@ -429,7 +411,7 @@ def plot_surface_distances(
         if handles:
             fig.legend(handles=handles, labels=_group_labels(handles, size), loc="outside upper center",
                        ncol=len(handles))
-        return save_png_pdf(fig, path_stem)
+        return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
 
 
 # --------------------------------------------------------------------------- #
@@ -532,7 +514,7 @@ def plot_training_curves(
                     Line2D([], [], color="0.3", lw=1.4, label="mean of folds")]
         title = f"runs with {size:g} training volumes" if size is not None else None
         fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), title=title, title_fontsize=7)
-        return save_png_pdf(fig, path_stem)
+        return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
 
 
 def render_all(

@@ -44,11 +44,16 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150, close: bool = True
     return path
 
 
-def save_png_pdf(fig, path_stem: str | os.PathLike, dpi: int = 200) -> list[Path]:
-    """Save a figure as ``<stem>.png`` and ``<stem>.pdf`` and close it."""
+def save_png_pdf(fig, path_stem: str | os.PathLike, dpi: int = 300) -> list[Path]:
+    """Save a figure as ``<stem>.png`` (``dpi``) and ``<stem>.pdf``, atomically, and close it.
+
+    A ``.png``/``.pdf`` suffix given with the stem is dropped.
+    """
     stem = Path(path_stem)
-    png = save_figure(fig, stem.with_suffix(".png"), dpi=dpi, close=False)
-    return [png, save_figure(fig, stem.with_suffix(".pdf"), dpi=dpi)]
+    if stem.suffix.lower() in (".png", ".pdf"):
+        stem = stem.with_suffix("")
+    png = save_figure(fig, stem.with_name(stem.name + ".png"), dpi=dpi, close=False)
+    return [png, save_figure(fig, stem.with_name(stem.name + ".pdf"), dpi=dpi)]
 
 
 def plot_losses(path, history: np.ndarray, columns: Sequence[str], validation: Sequence[dict], title: str = "") -> Path:
@@ -200,4 +205,4 @@ def plot_qualitative(
         ax.text(0.0, 0.5, f"{subject}\naxial slice {k}\nCT window\n[{CT_WINDOW[0]:.0f}, {CT_WINDOW[1]:.0f}] HU",
                 transform=ax.transAxes, fontsize=7, va="center")
     fig.tight_layout()
-    return save_png_pdf(fig, path_stem)
+    return save_png_pdf(fig, path_stem, dpi=200)
