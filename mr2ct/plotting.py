@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
+from .provenance import identity_metadata  # noqa: E402
 
 __all__ = [
     "CT_WINDOW",
@@ -38,7 +39,14 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150, close: bool = True
     """Save atomically (PNG or PDF by suffix) and, unless ``close=False``, close the figure."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=None if path.suffix == ".pdf" else {"Software": "mr2ct"})
+        # the job's provenance identity (record id, commit, config hash) travels inside the file;
+        # no creation date, so the same figure gives the same bytes
+        identity = identity_metadata(path.suffix)
+        if path.suffix == ".pdf":
+            metadata = {"CreationDate": None, **identity}
+        else:
+            metadata = {"Software": "mr2ct", **identity}
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=metadata)
     if close:
         plt.close(fig)
     return path

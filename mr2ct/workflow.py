@@ -4,7 +4,8 @@ Every script in ``workflow_scripts/`` is a few lines that call :func:`run` with
 the ``snakemake`` object and one package function. :func:`run` sends log
 records to the rule's ``log:`` file (and stderr), pins the number of threads
 to the rule's ``threads:``, and writes the full traceback of a failure into the
-log before re-raising, so a failed job always leaves a readable log.
+log before re-raising, so a failed job always leaves a readable log. After a
+successful job it writes the job's provenance record (:mod:`mr2ct.provenance`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from . import provenance
 
 __all__ = ["configure_logging", "run"]
 
@@ -54,7 +57,9 @@ def run(snakemake: Any, job: Callable[[], Any]) -> Any:
     logger.info("rule %s %s (threads=%d)", snakemake.rule, wildcards, threads)
     start = time.perf_counter()
     try:
+        context = provenance.begin_job(snakemake)
         result = job()
+        provenance.write_job_record(snakemake, context)
     except Exception:
         logger.exception("rule %s failed", snakemake.rule)
         raise

@@ -72,6 +72,19 @@ def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
     assert (results / "report.html").stat().st_size > 100_000
 
 
+def test_every_figure_audits_back_to_the_cohort_and_config(tiny_run):
+    figure = "results/figures/mae_vs_training_size.png"
+    audit = subprocess.run([sys.executable, "-m", "mr2ct.cli", "audit", figure, "--verify"], cwd=tiny_run,
+                           capture_output=True, text=True)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "phantom_subject" in audit.stdout and "config" in audit.stdout and "snakemake" in audit.stdout
+    as_json = subprocess.run([sys.executable, "-m", "mr2ct.cli", "audit", figure, "--json"], cwd=tiny_run,
+                             capture_output=True, text=True, check=True)
+    import json
+
+    assert json.loads(as_json.stdout)
+
+
 def test_rerun_has_nothing_to_do(tiny_run):
     result = snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "-n")
     assert "Nothing to be done" in result.stdout + result.stderr

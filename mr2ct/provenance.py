@@ -1,0 +1,1117 @@
+"""Provenance records for every output of the workflow, and ``mr2ct audit``.
+
+Every Snakemake job (through :func:`mr2ct.workflow.run`) writes one *record*:
+the rule, wildcards, script, params, effective config and its hash, seed, code
+version (git commit, dirty flag), software versions, host, threads/resources,
+start/end time, and every input and output file with its SHA-256 (directories:
+every file inside, recursively). Layout under ``results/provenance/``::
+
+    records/<record-id>.json                the record of one job
+    index/<output path under results>.prov.json
+                                            output path -> record (a small pointer
+                                            with the file's sha256/size/mtime)
+    config-<hash12>.yaml                    an effective config, re-usable with
+                                            ``snakemake --configfile``
+
+Tables (outputs under ``results/tables/``) also get a sidecar copy of their
+record, ``<table>.prov.json``, so a table shared on its own still says where it
+came from. Figures carry their record id, commit and config hash in their
+metadata (PNG text chunks, PDF Subject/Keywords).
+
+Paths are stored relative to the workflow's working directory (the folder that
+holds ``results/``), so a copied results folder still audits.
+
+*Record ids* are content addressed: ``<rule>-<16 hex>`` of the SHA-256 over the
+rule, wildcards, params, config hash, code version, script hash and the SHA-256
+of every input. The id is known when the job starts (figures embed it) and an
+identical re-run gets the identical id, so figures stay byte-reproducible.
+
+*Hashes are computed once*: an output is hashed when its job ends; a consumer
+reuses the hash from the producer's index entry when the file's size and
+``mtime_ns`` still match (inputs produced outside the workflow get an
+``observed`` index entry the first time they are hashed). ``audit --verify``
+always re-hashes, each distinct file once.
+
+*Verification* of an output's lineage reports, per file:
+
+``MISSING``   the file (or a file of a recorded directory) is gone;
+``CHANGED``   its SHA-256 differs from what its consumer (for the audited file:
+              its producer) recorded, or a directory gained files;
+``STALE``     the file's current producing record has a different config hash
+              or code version (commit, or uncommitted diff) than the record its
+              consumer says it used: the file was re-made under other settings
+              after the consumer ran, so the consumer is out of date;
+``NORECORD``  a record named by the index or by a consumer is gone;
+``MIXED``     (only with ``strict``) a producer ran with a different config or
+              code version than its consumer. Snakemake legitimately keeps
+              upstream outputs whose params did not change, so this is a note,
+              not a failure, unless strict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .io import InputError
+
+__all__ = [
+    "JobContext",
+    "ProvenanceError",
+    "add_audit_parser",
+    "audit",
+    "begin_job",
+    "canonical_json",
+    "code_version",
+    "config_sha256",
+    "current_identity",
+    "embedded_identity",
+    "fingerprint",
+    "identity_metadata",
+    "iter_tree",
+    "job_record",
+    "note_output",
+    "read_png_text",
+    "render_text",
+    "sha256_file",
+    "stamp_png",
+    "write_job_record",
+]
+
+SCHEMA = "mr2ct.provenance/1"
+RESULTS = "results"
+PROVENANCE = "provenance"
+#: outputs under these folders of results/ get a ``<file>.prov.json`` sidecar (a copy of the record)
+SIDECAR_FOLDERS = ("tables",)
+SIDECAR_SUFFIX = ".prov.json"
+INDEX_SUFFIX = ".prov.json"
+EXTERNAL_INDEX = "+outside"  # index entries of inputs outside results/ (named by path hash)
+BUFFER_BYTES = 8 << 20
+ENV_IDENTITY = "MR2CT_PROVENANCE_IDENTITY"
+#: PNG text-chunk keywords of a figure's identity
+PNG_KEYS = {"record": "mr2ct-record", "commit": "mr2ct-commit", "config_sha256": "mr2ct-config-sha256"}
+SOFTWARE = ("torch", "snakemake", "numpy", "scipy", "nibabel", "pandas", "matplotlib", "scikit-image", "pyyaml",
+            "pillow")
+UNKNOWN = "unknown"
+
+
+class ProvenanceError(InputError):
+    """No record, or a path that cannot be audited; the message names the path."""
+
+
+# ---------------------------------------------------------------------------
+# canonical JSON, hashes, fingerprints
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types for params/config/resources (deterministic, no memory addresses)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, (set, frozenset)):
+        return sorted((_jsonable(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        with contextlib.suppress(Exception):
+            return _jsonable(value.item())
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays
+        with contextlib.suppress(Exception):
+            return _jsonable(value.tolist())
+    return f"<{type(value).__name__}>"
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 text: the same data always gives the same string."""
+    return json.dumps(_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a config dict."""
+    return _sha256_text(canonical_json(config))
+
+
+def sha256_file(path: str | os.PathLike, buffer_bytes: int = BUFFER_BYTES) -> str:
+    """SHA-256 of a file, streamed through one reusable buffer."""
+    digest = hashlib.sha256()
+    buffer = bytearray(buffer_bytes)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            n = handle.readinto(buffer)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _dir_digest(files: Iterable[Mapping[str, Any]]) -> str:
+    lines = sorted(f"{f['path']}\0{f['sha256']}\n" for f in files)
+    return _sha256_text("".join(lines))
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _cached_sha(cache: Mapping[str, Any] | None, size: int, mtime_ns: int) -> str | None:
+    if cache and cache.get("sha256") and cache.get("size") == size and cache.get("mtime_ns") == mtime_ns:
+        return cache["sha256"]
+    return None
+
+
+def fingerprint(path: str | os.PathLike, cached: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``kind``, ``sha256``, ``size``, ``mtime_ns`` of a file, or of a directory with ``files`` inside.
+
+    ``cached`` is a previous fingerprint of the same path (e.g. from the
+    producer's index entry): a file whose size and mtime_ns match it is not
+    read again. A directory's sha256 is that of its sorted (path, sha256) list.
+    Returns ``{"kind": "missing"}`` for a path that does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        known = {f["path"]: f for f in (cached or {}).get("files", [])} if (cached or {}).get("kind") == "dir" else {}
+        files = []
+        for folder, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(folder) / name
+                rel = full.relative_to(path).as_posix()
+                size, mtime_ns = _stat(full)
+                sha = _cached_sha(known.get(rel), size, mtime_ns) or sha256_file(full)
+                files.append({"path": rel, "sha256": sha, "size": size, "mtime_ns": mtime_ns})
+        return {"kind": "dir", "sha256": _dir_digest(files), "size": sum(f["size"] for f in files), "files": files}
+    if not path.exists():
+        return {"kind": "missing"}
+    size, mtime_ns = _stat(path)
+    cached_file = cached if (cached or {}).get("kind", "file") == "file" else None
+    sha = _cached_sha(cached_file, size, mtime_ns) or sha256_file(path)
+    return {"kind": "file", "sha256": sha, "size": size, "mtime_ns": mtime_ns}
+
+
+# ---------------------------------------------------------------------------
+# layout: where records live, relative paths
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    from .io import atomic_write_text  # lazy: keeps `mr2ct audit` light
+
+    atomic_write_text(path, text)
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class Layout:
+    """The provenance folders of one working directory (the folder holding ``results/``)."""
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.workdir = Path(os.path.abspath(workdir))
+        self.results = self.workdir / RESULTS
+        self.root = self.results / PROVENANCE
+        self.records = self.root / "records"
+        self.index = self.root / "index"
+
+    @classmethod
+    def for_target(cls, path: str | os.PathLike) -> tuple[Layout, str]:
+        """The layout of the results folder holding ``path``, and ``path`` as stored in records."""
+        target = Path(os.path.abspath(path))
+        bare = None
+        for parent in target.parents:
+            if parent.name == RESULTS:
+                if not (parent / PROVENANCE).is_dir():
+                    bare = bare or parent
+                    continue
+                layout = cls(parent.parent)
+                stored = layout.rel(target)
+                if stored.startswith(f"{RESULTS}/{PROVENANCE}/"):
+                    raise ProvenanceError(f"{path}: provenance files are not outputs of the workflow")
+                return layout, stored
+        if bare is not None:
+            raise ProvenanceError(f"{path}: {bare} holds no provenance records ({RESULTS}/{PROVENANCE}/ is missing); "
+                                  "re-run the workflow with provenance enabled")
+        raise ProvenanceError(
+            f"{path}: not inside a workflow's {RESULTS}/ folder; audit takes an output under {RESULTS}/ "
+            f"(e.g. {RESULTS}/figures/mae_vs_training_size.png)")
+
+    def rel(self, path: str | os.PathLike) -> str:
+        """A path as stored: relative to the working directory (POSIX), absolute when outside it."""
+        text = os.fspath(path)
+        full = os.path.normpath(text if os.path.isabs(text) else os.path.join(self.workdir, text))
+        if _is_within(full, str(self.workdir)):
+            return Path(os.path.relpath(full, self.workdir)).as_posix()
+        return Path(full).as_posix()
+
+    def abs(self, stored: str) -> Path:
+        return Path(stored) if os.path.isabs(stored) else self.workdir / stored
+
+    def index_file(self, stored: str) -> Path:
+        prefix = f"{RESULTS}/"
+        if not os.path.isabs(stored) and stored.startswith(prefix) and ".." not in Path(stored).parts:
+            return self.index / (stored[len(prefix):] + INDEX_SUFFIX)
+        return self.index / EXTERNAL_INDEX / (_sha256_text(stored)[:32] + INDEX_SUFFIX)
+
+    def record_file(self, record_id: str) -> Path:
+        return self.records / f"{record_id}.json"
+
+    def config_file(self, sha: str) -> str:
+        return f"{RESULTS}/{PROVENANCE}/config-{sha[:12]}.yaml"
+
+    def read_index(self, stored: str) -> dict[str, Any] | None:
+        entry = _read_json(self.index_file(stored))
+        return entry if entry and entry.get("path") == stored else None
+
+    def owner(self, stored: str) -> tuple[str, dict[str, Any]] | None:
+        """The index entry of ``stored``, or of the recorded directory output that contains it."""
+        candidate = stored
+        while True:
+            entry = self.read_index(candidate)
+            if entry is not None and (candidate == stored or entry.get("kind") == "dir"):
+                return candidate, entry
+            parent = Path(candidate).parent.as_posix()
+            if parent in (candidate, ".", "/", RESULTS) or not parent:
+                return None
+            candidate = parent
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ProvenanceError(f"{path}: unreadable provenance file ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------
+# code, software, host
+
+
+def _git(root: Path, *args: str) -> str | None:
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, env=env, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else None
+
+
+def find_workflow_root(*starts: str | os.PathLike | None) -> Path | None:
+    """The first folder holding a ``Snakefile`` at or above one of ``starts``."""
+    for start in starts:
+        if not start:
+            continue
+        folder = Path(os.path.abspath(start))
+        for candidate in (folder, *folder.parents):
+            if (candidate / "Snakefile").is_file() or (candidate / "workflow" / "Snakefile").is_file():
+                return candidate
+    return None
+
+
+def code_version(root: str | os.PathLike | None) -> dict[str, Any]:
+    """Git commit of the workflow folder, whether it has uncommitted changes, and the package version.
+
+    ``diff_sha256`` hashes ``git status --porcelain`` and ``git diff HEAD`` of the
+    folder: two dirty runs with the same value ran the same tracked code.
+    Outside a git checkout (or without git) commit is ``"unknown"`` and dirty ``None``.
+    """
+    info: dict[str, Any] = {"workflow_root": str(root) if root else None, "commit": UNKNOWN, "dirty": None,
+                            "diff_sha256": None, "package": "mr2ct", "version": _package_version()}
+    if root is None:
+        return info
+    head = _git(Path(root), "rev-parse", "HEAD")
+    if not head:
+        return info
+    info["commit"] = head.strip()
+    status = _git(Path(root), "status", "--porcelain=v1", "--untracked-files=normal", "--", ".")
+    if status is None:
+        return info
+    info["dirty"] = bool(status.strip())
+    if info["dirty"]:
+        diff = _git(Path(root), "diff", "HEAD", "--binary", "--no-ext-diff", "--", ".") or ""
+        info["diff_sha256"] = _sha256_text(status + "\0" + diff)
+    return info
+
+
+def _package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("mr2ct")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    from importlib import metadata
+
+    found = []
+    for name in SOFTWARE:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
+
+
+def software_versions() -> dict[str, str]:
+    """Python and the installed versions of the main packages (from metadata: nothing is imported)."""
+    versions = {"python": platform.python_version(), **dict(_installed_versions())}
+    torch = sys.modules.get("torch")  # the running build (e.g. +cpu / +cu121) when already imported
+    if torch is not None and getattr(torch, "__version__", None):
+        versions["torch"] = str(torch.__version__)
+    return versions
+
+
+def host_info() -> dict[str, Any]:
+    info = {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "pid": os.getpid()}
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "CUDA_VISIBLE_DEVICES"):
+        if os.environ.get(var):
+            info[var.lower()] = os.environ[var]
+    return info
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+# ---------------------------------------------------------------------------
+# the snakemake object
+
+
+def _items(obj: Any) -> list[tuple[str, Any]]:
+    if obj is None:
+        return []
+    if isinstance(obj, Mapping):
+        return [(str(k), v) for k, v in obj.items()]
+    if hasattr(obj, "items"):
+        return [(str(k), v) for k, v in obj.items()]
+    return []
+
+
+def _files(obj: Any) -> list[tuple[str, list[str]]]:
+    """Unique paths of a Snakemake file list, in order, each with the names it is listed under."""
+    if obj is None:
+        return []
+    names: dict[str, list[str]] = {}
+    for name, value in _items(obj):
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            names.setdefault(os.fspath(path), []).append(name)
+    paths = list(obj.values()) if isinstance(obj, Mapping) else list(obj)
+    out: dict[str, list[str]] = {}
+    for path in paths:
+        for p in path if isinstance(path, (list, tuple)) else [path]:
+            out.setdefault(os.fspath(p), names.get(os.fspath(p), []))
+    return list(out.items())
+
+
+def _params(obj: Any) -> dict[str, Any]:
+    named = dict(_items(obj))
+    if not named and obj is not None and not isinstance(obj, Mapping):
+        values = list(obj)
+        return {"_positional": _jsonable(values)} if values else {}
+    return _jsonable(named)
+
+
+def _seed(params: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
+    if "seed" in params:
+        return params["seed"]
+    for value in params.values():
+        if isinstance(value, Mapping) and "seed" in value:
+            return value["seed"]
+    return config.get("seed")
+
+
+def _script(snakemake: Any, script: str | os.PathLike | None) -> str | None:
+    if script:
+        return os.path.abspath(script)
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    scriptdir = getattr(snakemake, "scriptdir", None)
+    if main_file and scriptdir and _is_within(os.path.abspath(main_file), os.path.abspath(scriptdir)):
+        return os.path.abspath(main_file)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# one job: begin, (figures embed the identity), write the record
+
+
+@dataclasses.dataclass
+class JobContext:
+    """What :func:`begin_job` learned when the job started; :func:`write_job_record` completes it."""
+
+    record_id: str
+    rule: str
+    layout: Layout
+    started_at: str
+    started_perf: float
+    wildcards: dict[str, Any]
+    params: dict[str, Any]
+    config: dict[str, Any]
+    config_sha256: str
+    code: dict[str, Any]
+    script: dict[str, Any] | None
+    inputs: list[dict[str, Any]]
+    extra_outputs: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"record": self.record_id, "commit": str(self.code.get("commit") or UNKNOWN),
+                "config_sha256": self.config_sha256, "rule": self.rule}
+
+
+_CURRENT: JobContext | None = None
+
+
+def _producer_summary(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not entry or not entry.get("record"):
+        return None
+    return {k: entry.get(k) for k in ("record", "rule", "config_sha256", "commit", "diff_sha256")}
+
+
+def _input_entry(layout: Layout, path: str, names: list[str]) -> dict[str, Any]:
+    stored = layout.rel(path)
+    index = layout.read_index(stored)
+    fp = fingerprint(layout.abs(stored), cached=index)
+    return {"path": stored, "names": names, **fp, "producer": _producer_summary(index)}
+
+
+def begin_job(snakemake: Any, *, workdir: str | os.PathLike | None = None,
+              workflow_root: str | os.PathLike | None = None, script: str | os.PathLike | None = None,
+              code: Mapping[str, Any] | None = None) -> JobContext:
+    """Fingerprint the inputs and fix the record id; call before the job's work.
+
+    Makes the id available to :func:`identity_metadata` (figures) in this
+    process and, through ``$MR2CT_PROVENANCE_IDENTITY``, its children.
+    ``workdir`` defaults to the current directory (Snakemake's working
+    directory); the workflow root is found from the script's folder. ``code``
+    replaces :func:`code_version` (for callers that already know it, and tests).
+    """
+    global _CURRENT
+    started_at, started_perf = _now(), time.perf_counter()
+    layout = Layout(workdir if workdir is not None else os.getcwd())
+    config = _jsonable(dict(getattr(snakemake, "config", {}) or {}))
+    script_path = _script(snakemake, script)
+    root = Path(workflow_root) if workflow_root else find_workflow_root(
+        getattr(snakemake, "scriptdir", None), script_path and Path(script_path).parent, Path(__file__).parent)
+    code = dict(code) if code is not None else code_version(root)
+    script_info = None
+    if script_path and os.path.isfile(script_path):
+        shown = os.path.relpath(script_path, root) if root and _is_within(script_path, str(root)) else script_path
+        script_info = {"path": Path(shown).as_posix(), "sha256": sha256_file(script_path)}
+    inputs = [_input_entry(layout, p, names) for p, names in _files(getattr(snakemake, "input", None))]
+    wildcards = _jsonable(dict(_items(getattr(snakemake, "wildcards", None))))
+    params = _params(getattr(snakemake, "params", None))
+    rule = str(getattr(snakemake, "rule", None) or "unknown")
+    conf_sha = config_sha256(config)
+    key = {"rule": rule, "wildcards": wildcards, "params": params, "config_sha256": conf_sha,
+           "code": [code["commit"], code["dirty"], code["diff_sha256"], code["version"]],
+           "script": script_info and script_info["sha256"],
+           "inputs": [[i["path"], i.get("sha256")] for i in inputs]}
+    record_id = f"{re.sub(r'[^A-Za-z0-9_.]+', '_', rule)}-{_sha256_text(canonical_json(key))[:16]}"
+    context = JobContext(record_id, rule, layout, started_at, started_perf, wildcards, params, config, conf_sha,
+                         code, script_info, inputs)
+    _CURRENT = context
+    os.environ[ENV_IDENTITY] = json.dumps(context.identity)
+    return context
+
+
+def current_identity() -> dict[str, str] | None:
+    """Record id, commit, config hash and rule of the job running in this process (or its parent)."""
+    if _CURRENT is not None:
+        return _CURRENT.identity
+    raw = os.environ.get(ENV_IDENTITY)
+    if raw:
+        with contextlib.suppress(ValueError):
+            value = json.loads(raw)
+            if isinstance(value, dict) and value.get("record"):
+                return value
+    return None
+
+
+def identity_metadata(fmt: str, identity: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``savefig(metadata=...)`` entries carrying the job's identity; ``{}`` outside a job.
+
+    ``fmt`` is ``"png"`` or ``"pdf"`` (a leading dot is ignored). PNG: text
+    chunks ``mr2ct-record``, ``mr2ct-commit``, ``mr2ct-config-sha256``. PDF:
+    ``Subject`` and ``Keywords`` of the document information dictionary.
+    """
+    identity = identity or current_identity()
+    if not identity:
+        return {}
+    fmt = fmt.lower().lstrip(".")
+    if fmt == "png":
+        return {key: str(identity.get(field, UNKNOWN)) for field, key in PNG_KEYS.items()}
+    if fmt == "pdf":
+        keywords = "; ".join(f"{key}={identity.get(field, UNKNOWN)}" for field, key in PNG_KEYS.items())
+        return {"Subject": f"mr2ct provenance record {identity['record']}", "Keywords": keywords}
+    return {}
+
+
+def note_output(path: str | os.PathLike) -> None:
+    """Record a file the running job writes besides its declared outputs (e.g. a checkpoint)."""
+    if _CURRENT is not None:
+        _CURRENT.extra_outputs.append(os.fspath(path))
+
+
+def _stamp_pngs(paths: Iterable[Path], identity: Mapping[str, str]) -> None:
+    fields = identity_metadata("png", identity)
+    for png in paths:
+        try:
+            if read_png_text(png).get(PNG_KEYS["record"]) != identity["record"]:
+                stamp_png(png, fields)
+        except ValueError:  # not a PNG after all: leave it alone
+            continue
+
+
+def _output_pngs(layout: Layout, outputs: Iterable[str]) -> Iterator[Path]:
+    for stored in outputs:
+        full = layout.abs(stored)
+        if full.is_dir():
+            yield from sorted(full.rglob("*.png"))
+        elif full.suffix.lower() == ".png" and full.is_file():
+            yield full
+
+
+def _write_config(layout: Layout, config: dict[str, Any], sha: str) -> str:
+    stored = layout.config_file(sha)
+    target = layout.abs(stored)
+    if not target.exists():
+        import yaml
+
+        header = (f"# Effective config (sha256 {sha}) recorded by mr2ct provenance.\n"
+                  f"# Re-run with: snakemake --configfile {stored} <target>\n")
+        _atomic_write_text(target, header + yaml.safe_dump(json.loads(canonical_json(config)), sort_keys=True))
+    return stored
+
+
+def write_job_record(snakemake: Any, context: JobContext, *, extra_outputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write the record of a finished job, its index entries and table sidecars; return the record file.
+
+    Call once, after the job succeeded. PNG outputs (also inside directory
+    outputs) that do not yet carry the record id get it as text chunks first.
+    """
+    global _CURRENT
+    layout = context.layout
+    outputs = _files(getattr(snakemake, "output", None))
+    extras = [(os.fspath(p), ["_extra"]) for p in (*context.extra_outputs, *extra_outputs)]
+    seen: set[str] = set()
+    output_paths: list[tuple[str, list[str]]] = []
+    for path, names in (*outputs, *extras):
+        stored = layout.rel(path)
+        if stored not in seen:
+            seen.add(stored)
+            output_paths.append((stored, names))
+    _stamp_pngs(_output_pngs(layout, [p for p, _ in output_paths]), context.identity)
+    output_entries = [{"path": p, "names": n, **fingerprint(layout.abs(p))} for p, n in output_paths]
+    ended_at = _now()
+    config_file = _write_config(layout, context.config, context.config_sha256)
+    record = {
+        "schema": SCHEMA,
+        "id": context.record_id,
+        "rule": context.rule,
+        "wildcards": context.wildcards,
+        "script": context.script,
+        "inputs": context.inputs,
+        "outputs": output_entries,
+        "log": [layout.rel(p) for p, _ in _files(getattr(snakemake, "log", None))],
+        "params": context.params,
+        "seed": _seed(context.params, context.config),
+        "config_sha256": context.config_sha256,
+        "config_file": config_file,
+        "config": context.config,
+        "code": context.code,
+        "software": software_versions(),
+        "host": host_info(),
+        "threads": int(getattr(snakemake, "threads", 1) or 1),
+        "resources": _jsonable(dict(_items(getattr(snakemake, "resources", None)))),
+        "started_at": context.started_at,
+        "ended_at": ended_at,
+        "duration_s": round(time.perf_counter() - context.started_perf, 3),
+        "workdir": str(layout.workdir),
+    }
+    text = json.dumps(record, indent=1, ensure_ascii=False) + "\n"
+    record_file = layout.record_file(context.record_id)
+    _atomic_write_text(record_file, text)
+    for entry in output_entries:
+        if entry["kind"] != "missing" and entry["path"].startswith(f"{RESULTS}/"):
+            parts = Path(entry["path"]).parts
+            if len(parts) > 2 and parts[1] in SIDECAR_FOLDERS and entry["kind"] == "file":
+                _atomic_write_text(layout.abs(entry["path"] + SIDECAR_SUFFIX), text)
+    pointer = {"record": context.record_id, "rule": context.rule, "config_sha256": context.config_sha256,
+               "commit": context.code.get("commit"), "diff_sha256": context.code.get("diff_sha256")}
+    for entry in output_entries:  # index last: an entry never points to a record not yet written
+        if entry["kind"] != "missing":
+            _atomic_write_text(layout.index_file(entry["path"]), json.dumps({**entry, **pointer}, indent=1) + "\n")
+    for entry in context.inputs:  # inputs made outside the workflow: remember their hash for the next consumer
+        if entry["producer"] is None and entry["kind"] != "missing":
+            current = layout.read_index(entry["path"])
+            if current is None or (not current.get("record") and current.get("sha256") != entry.get("sha256")) or (
+                    not current.get("record") and current.get("mtime_ns") != entry.get("mtime_ns")):
+                observed = {k: v for k, v in entry.items() if k not in ("names", "producer")}
+                _atomic_write_text(layout.index_file(entry["path"]),
+                                   json.dumps({**observed, "record": None, "observed_by": context.record_id},
+                                              indent=1) + "\n")
+    if _CURRENT is context:
+        _CURRENT = None
+        os.environ.pop(ENV_IDENTITY, None)
+    return record_file
+
+
+@contextlib.contextmanager
+def job_record(snakemake: Any, **kwargs: Any) -> Iterator[JobContext]:
+    """``with job_record(snakemake): work()`` writes the record when the block succeeds."""
+    global _CURRENT
+    context = begin_job(snakemake, **kwargs)
+    try:
+        yield context
+    except BaseException:
+        if _CURRENT is context:
+            _CURRENT = None
+            os.environ.pop(ENV_IDENTITY, None)
+        raise
+    write_job_record(snakemake, context)
+
+
+# ---------------------------------------------------------------------------
+# figure identity: PNG text chunks, PDF info
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG file")
+    chunks, pos = [], len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+    if not chunks or chunks[-1][0] != b"IEND":
+        raise ValueError("truncated PNG file")
+    return chunks
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
+def _text_keyword(kind: bytes, payload: bytes) -> str | None:
+    if kind in (b"tEXt", b"zTXt", b"iTXt"):
+        return payload.split(b"\0", 1)[0].decode("latin-1")
+    return None
+
+
+def read_png_text(path: str | os.PathLike) -> dict[str, str]:
+    """The text chunks (tEXt, zTXt, iTXt) of a PNG file."""
+    out = {}
+    for kind, payload in _png_chunks(Path(path).read_bytes()):
+        key = _text_keyword(kind, payload)
+        if key is None:
+            continue
+        rest = payload.split(b"\0", 1)[1] if b"\0" in payload else b""
+        if kind == b"tEXt":
+            out[key] = rest.decode("latin-1")
+        elif kind == b"zTXt":
+            out[key] = zlib.decompress(rest[1:]).decode("latin-1")
+        else:
+            flag, _method = rest[0], rest[1]
+            _lang, _translated, text = rest[2:].split(b"\0", 2)
+            out[key] = (zlib.decompress(text) if flag else text).decode("utf-8")
+    return out
+
+
+def stamp_png(path: str | os.PathLike, fields: Mapping[str, str]) -> Path:
+    """Set text chunks of a PNG (replacing chunks with the same keywords), atomically.
+
+    Only chunks are added: the image data is untouched, nothing is re-encoded.
+    ASCII/Latin-1 values become tEXt, others iTXt.
+    """
+    path = Path(path)
+    chunks = _png_chunks(path.read_bytes())
+    keys = set(fields)
+    kept = [(k, p) for k, p in chunks if _text_keyword(k, p) not in keys]
+    new = []
+    for key, value in fields.items():
+        keyword = key.encode("latin-1")
+        if not 1 <= len(keyword) <= 79:
+            raise ValueError(f"PNG text keyword must have 1-79 characters: {key!r}")
+        try:
+            new.append(_chunk(b"tEXt", keyword + b"\0" + str(value).encode("latin-1")))
+        except UnicodeEncodeError:
+            new.append(_chunk(b"iTXt", keyword + b"\0\0\0\0\0" + str(value).encode("utf-8")))
+    body = b"".join(_chunk(k, p) for k, p in kept[:-1])
+    _atomic_bytes(path, _PNG_SIGNATURE + body + b"".join(new) + _chunk(*kept[-1]))
+    return path
+
+
+def _atomic_bytes(path: Path, payload: bytes) -> None:
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(path, payload)
+
+
+_PDF_IDENTITY = re.compile(rb"mr2ct-(record|commit|config-sha256)=([A-Za-z0-9_.\-]+)")
+
+
+def embedded_identity(path: str | os.PathLike) -> dict[str, str]:
+    """The identity a figure carries: PNG text chunks or PDF Keywords (``{}`` when none)."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        text = read_png_text(path)
+        return {field: text[key] for field, key in PNG_KEYS.items() if key in text}
+    if path.suffix.lower() == ".pdf":
+        found = {m.group(1).decode(): m.group(2).decode() for m in _PDF_IDENTITY.finditer(path.read_bytes())}
+        return {field: found[key[len("mr2ct-"):]] for field, key in PNG_KEYS.items() if key[len("mr2ct-"):] in found}
+    return {}
+
+
+# ---------------------------------------------------------------------------
+# audit
+
+
+class _Auditor:
+    def __init__(self, layout: Layout, verify: bool, strict: bool):
+        self.layout, self.verify, self.strict = layout, verify, strict
+        self.records: dict[str, dict[str, Any] | None] = {}
+        self.indexes: dict[str, dict[str, Any] | None] = {}
+        self.actual: dict[str, dict[str, Any]] = {}
+        self.expanded: set[tuple[str, str | None]] = set()
+        self.problems: list[dict[str, str]] = []
+        self.problem_keys: set[tuple[str, str]] = set()
+        self.mixed: dict[tuple, list[str]] = {}
+        self.hashed_files = 0
+
+    def record(self, record_id: str | None) -> dict[str, Any] | None:
+        if not record_id:
+            return None
+        if record_id not in self.records:
+            self.records[record_id] = _read_json(self.layout.record_file(record_id))
+        return self.records[record_id]
+
+    def index(self, stored: str) -> dict[str, Any] | None:
+        if stored not in self.indexes:
+            self.indexes[stored] = self.layout.read_index(stored)
+        return self.indexes[stored]
+
+    def current(self, stored: str) -> dict[str, Any]:
+        if stored not in self.actual:
+            fp = fingerprint(self.layout.abs(stored))
+            self.hashed_files += len(fp.get("files", [])) if fp["kind"] == "dir" else int(fp["kind"] == "file")
+            self.actual[stored] = fp
+        return self.actual[stored]
+
+    def problem(self, path: str, kind: str, detail: str, node: dict[str, Any]) -> None:
+        if kind not in node["problems"]:
+            node["problems"].append(kind)
+        if (path, kind) not in self.problem_keys:
+            self.problem_keys.add((path, kind))
+            self.problems.append({"path": path, "kind": kind, "detail": detail})
+
+    def check_content(self, node: dict[str, Any], expected: Mapping[str, Any], whose: str) -> None:
+        path = node["path"]
+        actual = self.current(path)
+        if actual["kind"] == "missing":
+            self.problem(path, "MISSING", f"recorded by {whose}, no longer exists", node)
+            return
+        if expected.get("kind") == "dir" or actual["kind"] == "dir":
+            if actual["kind"] != expected.get("kind"):
+                self.problem(path, "CHANGED", f"was a {expected.get('kind')} for {whose}, now a {actual['kind']}",
+                             node)
+                return
+            want = {f["path"]: f["sha256"] for f in expected.get("files", [])}
+            have = {f["path"]: f["sha256"] for f in actual["files"]}
+            for name in sorted(set(want) | set(have)):
+                sub = f"{path}/{name}"
+                if name not in have:
+                    self.problem(sub, "MISSING", f"file of directory {path}/ recorded by {whose}", node)
+                elif name not in want:
+                    self.problem(sub, "CHANGED", f"file not recorded by {whose} in directory {path}/", node)
+                elif want[name] != have[name]:
+                    self.problem(sub, "CHANGED", f"sha256 {have[name][:12]} differs from {want[name][:12]} "
+                                 f"recorded by {whose}", node)
+            return
+        if actual["sha256"] != expected.get("sha256"):
+            self.problem(path, "CHANGED", f"sha256 {actual['sha256'][:12]} differs from "
+                         f"{str(expected.get('sha256'))[:12]} recorded by {whose}", node)
+
+    def node(self, stored: str, used: Mapping[str, Any] | None, consumer: Mapping[str, Any] | None,
+             depth: int) -> dict[str, Any]:
+        index = self.index(stored)
+        used_producer = (used or {}).get("producer") or None
+        producer_id = (used_producer or {}).get("record") or (index or {}).get("record")
+        record = self.record(producer_id)
+        produced = next((o for o in (record or {}).get("outputs", []) if o["path"] == stored), None)
+        expected = used if used is not None else (produced or index)
+        node: dict[str, Any] = {
+            "path": stored,
+            "kind": (expected or index or {}).get("kind", "file"),
+            "sha256": (expected or index or {}).get("sha256"),
+            "rule": record["rule"] if record else None,
+            "record": producer_id if record else None,
+            "config_sha256": record.get("config_sha256") if record else None,
+            "seen": False,
+            "problems": [],
+            "inputs": [],
+        }
+        whose = f"record {consumer['id']} ({consumer['rule']})" if consumer else (
+            f"record {producer_id} ({record['rule']})" if record else "its index entry")
+        if producer_id and record is None:
+            self.problem(stored, "NORECORD", f"record {producer_id} named by "
+                         f"{'record ' + consumer['id'] if consumer and used_producer else 'the index'} is gone", node)
+        if self.verify:
+            if expected is not None:
+                self.check_content(node, expected, whose)
+            if used_producer and index and index.get("record"):
+                if index.get("config_sha256") != used_producer.get("config_sha256") or index.get(
+                        "commit") != used_producer.get("commit") or index.get("diff_sha256") != used_producer.get(
+                        "diff_sha256"):
+                    self.problem(stored, "STALE", f"re-made by record {index['record']} (config "
+                                 f"{str(index.get('config_sha256'))[:12]}, commit {str(index.get('commit'))[:12]}) "
+                                 f"after {whose} used the version of record {used_producer.get('record')} (config "
+                                 f"{str(used_producer.get('config_sha256'))[:12]}, commit "
+                                 f"{str(used_producer.get('commit'))[:12]})", node)
+        if record and consumer and _version(record) != _version(consumer):
+            detail = (f"made by {record['rule']} under config {record['config_sha256'][:12]} / commit "
+                      f"{str(record['code'].get('commit'))[:12]}, used by {consumer['rule']} under config "
+                      f"{consumer['config_sha256'][:12]} / commit {str(consumer['code'].get('commit'))[:12]}")
+            if self.strict and self.verify:
+                self.problem(stored, "MIXED", detail, node)
+            self.mixed.setdefault((_version(record), _version(consumer)), []).append(f"{stored}: {detail}")
+        key = (stored, producer_id)
+        if key in self.expanded:
+            node["seen"] = True
+            return node
+        self.expanded.add(key)
+        if record:
+            node["inputs"] = [self.node(i["path"], i, record, depth + 1) for i in record.get("inputs", [])]
+        return node
+
+
+def _version(record: Mapping[str, Any]) -> tuple:
+    code = record.get("code") or {}
+    return record.get("config_sha256"), code.get("commit"), code.get("diff_sha256")
+
+
+def _reproduce(layout: Layout, record: Mapping[str, Any], target: str) -> dict[str, Any]:
+    code = record.get("code") or {}
+    root = code.get("workflow_root")
+    config = record.get("config_file") or layout.config_file(record["config_sha256"])
+    parts = ["snakemake", target]  # the target first: --configfile takes several files
+    same_dir = root and os.path.normpath(root) == os.path.normpath(record.get("workdir") or "")
+    if root and not same_dir:
+        parts += ["-s", f"{root}/Snakefile", "--directory", str(layout.workdir)]
+    profile = Path(root) / "profiles" / "local" if root else None
+    if profile is not None and profile.is_dir():
+        parts += ["--profile", "profiles/local" if same_dir else str(profile)]
+    else:
+        parts += ["--cores", "all"]
+    parts += ["--configfile", config]
+    checkout = None
+    if code.get("commit") not in (None, UNKNOWN):
+        checkout = f"git -C {root or '<workflow folder>'} checkout {code['commit']}"
+        if code.get("dirty"):
+            checkout += "   # the record's tree had uncommitted changes, not restored by this"
+    return {"cwd": str(layout.workdir), "command": " ".join(parts), "checkout": checkout,
+            "note": f"add --forcerun {record['rule']} to re-make it when up to date, "
+                    "--forceall to re-make its whole lineage from the raw inputs"}
+
+
+def audit(path: str | os.PathLike, verify: bool = False, strict: bool = False) -> dict[str, Any]:
+    """The lineage of an output under ``results/`` back to raw inputs and config, as a JSON-able dict.
+
+    With ``verify`` every file of the lineage is re-hashed (each once) and
+    ``problems`` lists every missing, changed or stale file (see the module
+    docstring; ``strict`` also fails on mixed config/code versions).
+    ``ok`` is ``False`` when there are problems. Raises :class:`ProvenanceError`
+    for a path outside a results folder or without a record.
+    """
+    started = time.perf_counter()
+    layout, stored = Layout.for_target(path)
+    found = layout.owner(stored)
+    if found is None:
+        raise ProvenanceError(f"{path}: no provenance record (not a recorded output of a workflow job; "
+                              f"logs, benchmarks and undeclared files have none)")
+    owner, entry = found
+    if not entry.get("record"):
+        raise ProvenanceError(f"{path}: not made by a recorded job (only observed as an input)")
+    auditor = _Auditor(layout, verify, strict)
+    record = auditor.record(entry["record"])
+    if record is None:
+        raise ProvenanceError(f"{path}: its record {entry['record']} is missing from {layout.records}")
+    tree = auditor.node(owner, None, None, 0)
+    configs: dict[str, dict[str, Any]] = {}
+    for rec in auditor.records.values():
+        if rec:
+            info = configs.setdefault(rec["config_sha256"], {"file": rec.get("config_file"), "records": 0})
+            info["records"] += 1
+    config_file = record.get("config_file")
+    return {
+        "schema": SCHEMA,
+        "target": stored,
+        "output": owner,
+        "workdir": str(layout.workdir),
+        "record": record["id"],
+        "record_file": layout.rel(layout.record_file(record["id"])),
+        "rule": record["rule"],
+        "wildcards": record.get("wildcards", {}),
+        "config": {"sha256": record["config_sha256"], "file": config_file,
+                   "exists": bool(config_file and layout.abs(config_file).is_file())},
+        "configs": configs,
+        "code": record.get("code", {}),
+        "started_at": record.get("started_at"),
+        "ended_at": record.get("ended_at"),
+        "tree": tree,
+        "records": len([r for r in auditor.records.values() if r]),
+        "notes": [f"{len(set(edges))} input(s) made under another config/code version than their consumer, "
+                  f"e.g. {edges[0]}" for edges in auditor.mixed.values()],
+        "verified": verify,
+        "strict": strict,
+        "hashed_files": auditor.hashed_files,
+        "problems": auditor.problems,
+        "ok": not auditor.problems,
+        "seconds": round(time.perf_counter() - started, 3),
+        "reproduce": _reproduce(layout, record, owner),
+    }
+
+
+def _node_label(node: Mapping[str, Any], root_config: str) -> str:
+    name = node["path"] + ("/" if node.get("kind") == "dir" else "")
+    short = (node.get("sha256") or "?")[:8]
+    label = f"{name}  [{node.get('rule') or 'source'} {short}]"
+    if node.get("config_sha256") and node["config_sha256"] != root_config:
+        label += f"  config {node['config_sha256'][:8]}"
+    if node.get("seen") and node.get("rule"):
+        label += "  (see above)"
+    if node.get("problems"):
+        label += "  !! " + " ".join(node["problems"])
+    return label
+
+
+def iter_tree(node: Mapping[str, Any], depth: int = 0) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """Pre-order ``(depth, node)`` of an audit tree: the order of the text lines."""
+    yield depth, node
+    for child in node.get("inputs", []):
+        yield from iter_tree(child, depth + 1)
+
+
+def render_text(report: Mapping[str, Any], max_depth: int | None = None) -> str:
+    """The audit report as text: one line per lineage node (indented inputs), then config, code, checks, hint."""
+    root_config = report["config"]["sha256"]
+    lines: list[str] = []
+
+    def walk(node: Mapping[str, Any], prefix: str, last: bool, depth: int) -> None:
+        connector = "" if depth == 0 else ("└─ " if last else "├─ ")
+        lines.append(prefix + connector + _node_label(node, root_config))
+        children = node.get("inputs", [])
+        child_prefix = prefix + ("" if depth == 0 else ("   " if last else "│  "))
+        if max_depth is not None and depth >= max_depth and children:
+            lines.append(child_prefix + f"└─ … {len(children)} input(s) not shown")
+            return
+        for i, child in enumerate(children):
+            walk(child, child_prefix, i == len(children) - 1, depth + 1)
+
+    walk(report["tree"], "", True, 0)
+    if report["target"] != report["output"]:
+        lines.append(f"(target {report['target']} is a file of the directory output {report['output']}/)")
+    lines.append("")
+    config = report["config"]
+    lines.append(f"record  {report['record_file']}  (rule {report['rule']}"
+                 + (f", {', '.join(f'{k}={v}' for k, v in report['wildcards'].items())}" if report["wildcards"] else "")
+                 + f", ended {report.get('ended_at')})")
+    lines.append(f"config  sha256 {config['sha256'][:16]}  {config['file']}"
+                 + ("" if config["exists"] else "  (file missing)"))
+    if len(report["configs"]) > 1:
+        for sha, info in sorted(report["configs"].items()):
+            lines.append(f"        {sha[:16]}  {info['file']}  ({info['records']} record(s) of the lineage)")
+    code = report["code"]
+    dirty = {True: " (uncommitted changes)", False: "", None: ""}[code.get("dirty")]
+    lines.append(f"code    {code.get('package', 'mr2ct')} {code.get('version', UNKNOWN)}, commit "
+                 f"{code.get('commit', UNKNOWN)}{dirty}")
+    lines.append(f"lineage {report['records']} record(s)")
+    for note in report["notes"]:
+        lines.append(f"note    {note}")
+    if report["verified"] and report["ok"]:
+        lines.append(f"verify  OK: {report['hashed_files']} file(s) re-hashed, all as recorded")
+    elif report["verified"]:
+        lines.append(f"verify  FAILED: {len(report['problems'])} problem(s) ({report['hashed_files']} file(s) "
+                     "re-hashed)")
+    elif report["problems"]:
+        lines.append(f"records FAILED: {len(report['problems'])} problem(s)")
+    for problem in report["problems"]:
+        lines.append(f"  {problem['kind']:<8} {problem['path']}: {problem['detail']}")
+    hint = report["reproduce"]
+    lines.append("")
+    lines.append(f"reproduce (in {hint['cwd']}):")
+    if hint.get("checkout"):
+        lines.append(f"  {hint['checkout']}")
+    lines.append(f"  {hint['command']}")
+    lines.append(f"  # {hint['note']}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# command line: mr2ct audit
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    report = audit(args.path, verify=args.verify, strict=args.strict)
+    if args.json:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+    else:
+        print(render_text(report, max_depth=args.depth), end="")
+    if not report["ok"]:
+        print(f"mr2ct audit: {len(report['problems'])} problem(s): "
+              + ", ".join(f"{p['kind']} {p['path']}" for p in report["problems"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``mr2ct audit`` on the CLI's subparsers."""
+    p = subparsers.add_parser("audit", help="lineage of an output back to raw inputs and config; --verify re-hashes it")
+    p.add_argument("path", type=Path, help="an output under results/ (figure, table, synthetic CT, model, …)")
+    p.add_argument("--verify", action="store_true",
+                   help="re-hash every file of the lineage; exit 1 naming missing, changed or stale files")
+    p.add_argument("--strict", action="store_true",
+                   help="with --verify, also fail when the lineage mixes config/code versions")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON instead of text")
+    p.add_argument("--depth", type=int, default=None, metavar="N", help="text: show N levels of inputs only")
+    p.set_defaults(func=_cmd_audit)
+    return p

@@ -1,0 +1,471 @@
+"""Provenance records and `mr2ct audit`, with stand-in Snakemake jobs (no Snakemake run).
+
+A tmp folder is laid out like a workflow (Snakefile, workflow_scripts/, a git
+commit) whose working directory holds ``data/`` (raw input) and ``results/``.
+Three jobs are chained: raw file -> cohort (a table and a directory) -> metrics
+table -> figure (PNG + PDF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from mr2ct import provenance  # noqa: E402
+from mr2ct.io import InputError  # noqa: E402
+from mr2ct.provenance import (  # noqa: E402
+    ProvenanceError,
+    add_audit_parser,
+    audit,
+    begin_job,
+    config_sha256,
+    embedded_identity,
+    identity_metadata,
+    iter_tree,
+    read_png_text,
+    render_text,
+    stamp_png,
+    write_job_record,
+)
+
+from .conftest import ROOT  # noqa: E402
+
+CONFIG = {"seed": 42, "data": {"subjects": 2}, "train": {"steps": 10, "lr": 2.0e-4}, "models": ["a", "b"]}
+CONFIG_B = {**CONFIG, "data": {"subjects": 3}}
+HAVE_GIT = shutil.which("git") is not None
+
+
+class Files(list):
+    """Stand-in for Snakemake's Namedlist: a list, with named entries as attributes and items()."""
+
+    def __init__(self, *positional, **named):
+        values = [os.fspath(p) if isinstance(p, os.PathLike) else p for p in positional]
+        self._names = {}
+        for name, value in named.items():
+            start = len(values)
+            values.extend(os.fspath(v) if isinstance(v, os.PathLike) else v
+                          for v in (value if isinstance(value, list) else [value]))
+            self._names[name] = (start, len(values) if isinstance(value, list) else None)
+        super().__init__(values)
+        for name, (start, end) in self._names.items():
+            setattr(self, name, self[start:end] if end is not None else self[start])
+
+    def items(self):
+        for name in self._names:
+            yield name, getattr(self, name)
+
+
+class Job:
+    """The attributes of the ``snakemake`` script object that provenance reads."""
+
+    def __init__(self, rule, input, output, config, params=None, wildcards=None, scriptdir=None):
+        self.rule = rule
+        self.input = input
+        self.output = output
+        self.params = params if params is not None else Files()
+        self.wildcards = Files(**(wildcards or {}))
+        self.config = config
+        self.threads = 1
+        self.resources = Files(mem_mb=500, _cores=1, runtime=5)
+        self.log = Files(f"results/logs/{rule}.log")
+        self.scriptdir = scriptdir
+
+
+def git(folder, *args):
+    subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture
+def wf(tmp_path) -> Path:
+    """An empty workflow folder (also the working directory) with one git commit."""
+    wf = tmp_path / "wf"
+    (wf / "workflow_scripts").mkdir(parents=True)
+    (wf / "Snakefile").write_text("# stand-in\n")
+    for rule in ("cohort", "table", "figure"):
+        (wf / "workflow_scripts" / f"{rule}.py").write_text(f"# {rule} adapter\n")
+    (wf / ".gitignore").write_text("results/\ndata/\n")
+    (wf / "data").mkdir()
+    (wf / "data" / "raw.txt").write_text("raw measurements 1 2 3\n")
+    if HAVE_GIT:
+        git(wf, "init", "-q")
+        git(wf, "add", ".")
+        git(wf, "commit", "-q", "-m", "init")
+    return wf
+
+
+def run_job(wf: Path, job: Job, work, **kwargs) -> str:
+    """What workflow.run will do: begin, work, write the record; returns the record id."""
+    cwd = os.getcwd()
+    os.chdir(wf)  # Snakemake runs a job in the working directory
+    try:
+        context = begin_job(job, script=wf / "workflow_scripts" / f"{job.rule}.py", **kwargs)
+        work()
+        write_job_record(job, context)
+    finally:
+        os.chdir(cwd)
+    return context.record_id
+
+
+def cohort_job(wf: Path, config=CONFIG, content="subject\nS1\nS2\n") -> str:
+    job = Job("cohort", Files(raw="data/raw.txt"),
+              Files(table="results/cohort/subjects.tsv", volumes="results/cohort/volumes"), config,
+              params=Files(seed=config["seed"]), scriptdir=str(wf / "workflow_scripts"))
+
+    def work():
+        (wf / "results/cohort/volumes/S1").mkdir(parents=True, exist_ok=True)
+        (wf / "results/cohort/subjects.tsv").write_text(content)
+        (wf / "results/cohort/volumes/S1/ct.bin").write_bytes(bytes(range(256)) * 64)
+        (wf / "results/cohort/volumes/S2.bin").write_bytes(b"\x01" * 5000)
+
+    return run_job(wf, job, work)
+
+
+def table_job(wf: Path, config=CONFIG) -> str:
+    job = Job("table", Files("results/cohort/subjects.tsv", volumes="results/cohort/volumes"),
+              Files("results/tables/metrics.csv"), config, scriptdir=str(wf / "workflow_scripts"))
+
+    def work():
+        subjects = (wf / "results/cohort/subjects.tsv").read_text().split()[1:]
+        lines = ["subject,mae"] + [f"{s},{10 + i}.5" for i, s in enumerate(subjects)]
+        (wf / "results/tables").mkdir(parents=True, exist_ok=True)
+        (wf / "results/tables/metrics.csv").write_text("\n".join(lines) + "\n")
+
+    return run_job(wf, job, work)
+
+
+def figure_job(wf: Path, config=CONFIG) -> str:
+    job = Job("figure", Files(table="results/tables/metrics.csv"),
+              Files(png="results/figures/mae.png", pdf="results/figures/mae.pdf"), config,
+              params=Files(seed=config["seed"]), scriptdir=str(wf / "workflow_scripts"))
+
+    def work():
+        (wf / "results/figures").mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([1, 2, 3], [3, 1, 2])
+        # the PNG without identity metadata (write_job_record stamps it), the PDF as save_figure will do
+        fig.savefig(wf / "results/figures/mae.png", dpi=50)
+        fig.savefig(wf / "results/figures/mae.pdf", metadata=identity_metadata("pdf"))
+        plt.close(fig)
+
+    return run_job(wf, job, work)
+
+
+@pytest.fixture
+def chain(wf) -> Path:
+    cohort_job(wf)
+    table_job(wf)
+    figure_job(wf)
+    return wf
+
+
+def cli(*argv) -> int:
+    parser = argparse.ArgumentParser(prog="mr2ct")
+    add_audit_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["audit", *map(str, argv)])
+    return args.func(args)
+
+
+def problems(report) -> set[tuple[str, str]]:
+    return {(p["kind"], p["path"]) for p in report["problems"]}
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_figure_lineage_reaches_cohort_raw_input_and_config(chain):
+    report = audit(chain / "results/figures/mae.png")
+    nodes = {node["path"]: node for _, node in iter_tree(report["tree"])}
+    assert report["rule"] == "figure" and report["tree"]["path"] == "results/figures/mae.png"
+    assert nodes["results/tables/metrics.csv"]["rule"] == "table"
+    assert nodes["results/cohort/subjects.tsv"]["rule"] == "cohort"
+    assert nodes["results/cohort/volumes"]["kind"] == "dir"
+    assert nodes["data/raw.txt"]["rule"] is None  # a raw input: no producing record
+    assert report["records"] == 3
+    assert report["config"]["sha256"] == config_sha256(CONFIG)
+    config_file = chain / report["config"]["file"]
+    assert yaml.safe_load(config_file.read_text()) == CONFIG
+    hint = report["reproduce"]["command"]
+    assert hint.startswith("snakemake results/figures/mae.png ")
+    assert hint.endswith(f"--configfile {report['config']['file']}")
+    text = render_text(report)
+    assert "results/cohort/subjects.tsv  [cohort " in text and "data/raw.txt  [source " in text
+    if HAVE_GIT:
+        head = subprocess.run(["git", "-C", str(chain), "rev-parse", "HEAD"], capture_output=True, text=True)
+        assert report["code"]["commit"] == head.stdout.strip() and report["code"]["dirty"] is False
+
+
+def test_record_has_the_job_description_and_relative_paths(chain):
+    report = audit(chain / "results/tables/metrics.csv")
+    record = json.loads((chain / report["record_file"]).read_text())
+    assert record["rule"] == "table" and record["config"] == CONFIG and record["seed"] == 42
+    assert record["script"]["path"] == "workflow_scripts/table.py"
+    assert [i["path"] for i in record["inputs"]] == ["results/cohort/subjects.tsv", "results/cohort/volumes"]
+    volumes = record["inputs"][1]
+    assert volumes["names"] == ["volumes"] and {f["path"] for f in volumes["files"]} == {"S1/ct.bin", "S2.bin"}
+    assert volumes["producer"]["rule"] == "cohort"
+    assert record["outputs"][0]["sha256"] == provenance.sha256_file(chain / "results/tables/metrics.csv")
+    assert record["resources"]["mem_mb"] == 500 and record["threads"] == 1
+    assert {"python", "numpy", "snakemake"} <= set(record["software"])
+    assert not any(str(chain) in json.dumps(entry) for entry in record["inputs"] + record["outputs"])
+    # the table's sidecar is a copy of its record
+    assert json.loads((chain / "results/tables/metrics.csv.prov.json").read_text()) == record
+
+
+def test_verify_passes_on_untouched_results(chain, capsys):
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert report["ok"] and report["problems"] == []
+    assert report["hashed_files"] == 6  # png, csv, tsv, the 2 files of the directory, raw input: each once
+    assert cli(chain / "results/figures/mae.png", "--verify") == 0
+    assert "verify  OK" in capsys.readouterr().out
+
+
+def test_verify_names_a_modified_intermediate_file(chain, capsys):
+    with open(chain / "results/tables/metrics.csv", "a") as handle:
+        handle.write("S3,99\n")
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert not report["ok"]
+    assert problems(report) == {("CHANGED", "results/tables/metrics.csv")}
+    assert cli(chain / "results/figures/mae.png", "--verify") == 1
+    captured = capsys.readouterr()
+    assert "CHANGED  results/tables/metrics.csv" in captured.out
+    assert "results/tables/metrics.csv" in captured.err
+
+
+def test_verify_names_deleted_files_also_inside_directories(chain):
+    (chain / "results/cohort/subjects.tsv").unlink()
+    (chain / "results/cohort/volumes/S1/ct.bin").unlink()
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert problems(report) == {("MISSING", "results/cohort/subjects.tsv"),
+                                ("MISSING", "results/cohort/volumes/S1/ct.bin")}
+    (chain / "data/raw.txt").unlink()
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert ("MISSING", "data/raw.txt") in problems(report)
+
+
+def test_verify_flags_an_upstream_file_remade_under_another_config_as_stale(chain):
+    # the cohort is re-made under config B (same bytes) after the table used the config-A version
+    cohort_job(chain, config=CONFIG_B)
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert problems(report) == {("STALE", "results/cohort/subjects.tsv"), ("STALE", "results/cohort/volumes")}
+    detail = next(p["detail"] for p in report["problems"] if p["path"] == "results/cohort/subjects.tsv")
+    assert config_sha256(CONFIG_B)[:12] in detail and config_sha256(CONFIG)[:12] in detail
+    # re-making the table and the figure under config B brings everything up to date
+    table_job(chain, config=CONFIG_B)
+    figure_job(chain, config=CONFIG_B)
+    assert audit(chain / "results/figures/mae.png", verify=True)["ok"]
+
+
+def test_upstream_kept_under_an_older_config_is_a_note_unless_strict(chain):
+    # Snakemake keeps upstream outputs whose params did not change: only the figure is re-made under B
+    figure_job(chain, config=CONFIG_B)
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert report["ok"] and len(report["notes"]) == 1 and len(report["configs"]) == 2
+    assert report["tree"]["config_sha256"] == config_sha256(CONFIG_B)
+    strict = audit(chain / "results/figures/mae.png", verify=True, strict=True)
+    assert problems(strict) == {("MIXED", "results/tables/metrics.csv")}
+
+
+def test_json_output_parses_and_matches_the_text(chain, capsys):
+    assert cli(chain / "results/figures/mae.png", "--json", "--verify") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert cli(chain / "results/figures/mae.png", "--verify") == 0
+    text = capsys.readouterr().out
+    nodes = list(iter_tree(report["tree"]))
+    lines = text.splitlines()[: len(nodes)]
+    for (depth, node), line in zip(nodes, lines):
+        assert f"{node['path']}" in line and f"[{node['rule'] or 'source'} {node['sha256'][:8]}]" in line
+        assert line.index(node["path"]) == 3 * depth
+    assert report["record"] in text and report["config"]["sha256"][:16] in text
+    assert report["reproduce"]["command"] in text
+
+
+def test_paths_outside_results_or_without_record_give_clear_errors(chain, tmp_path):
+    with pytest.raises(ProvenanceError, match="not inside a workflow's results/ folder"):
+        audit(chain / "data/raw.txt")
+    with pytest.raises(ProvenanceError, match="no provenance record"):
+        audit(chain / "results/logs/whatever.log")
+    with pytest.raises(ProvenanceError, match="not made by a recorded job"):
+        # results/ holds an observed-only input when a raw file lives under results/
+        (chain / "results/extra.txt").write_text("x")
+        provenance.Layout(chain).index_file("results/extra.txt").write_text(
+            json.dumps({"path": "results/extra.txt", "kind": "file", "record": None}))
+        audit(chain / "results/extra.txt")
+    bare = tmp_path / "other" / "results" / "x.csv"
+    bare.parent.mkdir(parents=True)
+    bare.write_text("a\n")
+    with pytest.raises(ProvenanceError, match="holds no provenance records"):
+        audit(bare)
+    assert issubclass(ProvenanceError, InputError)  # the CLI reports it as `mr2ct audit: error: …`, exit 2
+
+
+def test_copied_workflow_folder_still_audits_and_verifies(chain, tmp_path):
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(chain, copy)
+    report = audit(copy / "results/figures/mae.png", verify=True)
+    assert report["ok"] and report["workdir"] == str(copy) and report["reproduce"]["cwd"] == str(copy)
+    (copy / "results/cohort/volumes/S2.bin").write_bytes(b"changed")
+    report = audit(copy / "results/figures/mae.png", verify=True)
+    assert problems(report) == {("CHANGED", "results/cohort/volumes/S2.bin")}
+    assert audit(chain / "results/figures/mae.png", verify=True)["ok"]  # the original is untouched
+    # relative target paths work from inside the copy
+    cwd = os.getcwd()
+    os.chdir(copy / "results")
+    try:
+        assert audit("figures/mae.png")["target"] == "results/figures/mae.png"
+    finally:
+        os.chdir(cwd)
+
+
+def test_figures_carry_record_id_commit_and_config_hash(chain):
+    report = audit(chain / "results/figures/mae.png")
+    png = chain / "results/figures/mae.png"
+    from PIL import Image
+
+    with Image.open(png) as image:
+        text = dict(image.text)
+    assert text["mr2ct-record"] == report["record"]
+    assert text["mr2ct-config-sha256"] == config_sha256(CONFIG)
+    assert text["mr2ct-commit"] == report["code"]["commit"]
+    assert embedded_identity(chain / "results/figures/mae.pdf") == {
+        "record": report["record"], "commit": report["code"]["commit"], "config_sha256": config_sha256(CONFIG)}
+    # the recorded hash is that of the stamped file
+    assert audit(png, verify=True)["ok"]
+
+
+def test_stamp_png_keeps_pixels_and_replaces_keys(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "x.png"
+    pixels = (np.arange(48 * 32 * 3) % 251).astype(np.uint8).reshape(32, 48, 3)
+    Image.fromarray(pixels).save(path)
+    stamp_png(path, {"mr2ct-record": "r1", "note": "é ü"})
+    stamp_png(path, {"mr2ct-record": "r2", "unicode": "→ ok"})
+    assert read_png_text(path) == {"note": "é ü", "mr2ct-record": "r2", "unicode": "→ ok"}
+    with Image.open(path) as image:
+        assert np.array_equal(np.asarray(image), pixels) and image.text["mr2ct-record"] == "r2"
+    (tmp_path / "fake.png").write_text("not a png")
+    with pytest.raises(ValueError, match="not a PNG"):
+        stamp_png(tmp_path / "fake.png", {"k": "v"})
+
+
+def test_identity_metadata_is_empty_outside_a_job(monkeypatch):
+    monkeypatch.delenv(provenance.ENV_IDENTITY, raising=False)
+    monkeypatch.setattr(provenance, "_CURRENT", None)
+    assert identity_metadata("png") == {} and identity_metadata(".pdf") == {}
+
+
+def test_inputs_reuse_the_producers_hash_and_ids_are_content_addressed(wf, monkeypatch):
+    first = cohort_job(wf)
+    assert cohort_job(wf) == first  # same inputs, config, code: same id (figures stay byte-identical)
+    hashed = []
+    real = provenance.sha256_file
+    monkeypatch.setattr(provenance, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    table_job(wf)
+    # the inputs (subjects.tsv, the directory's files) came from the cohort's index entries: only the output
+    assert [h for h in hashed if not h.endswith(".py")] == ["metrics.csv"]
+    hashed.clear()
+    os.utime(wf / "results/cohort/subjects.tsv", ns=(1, 1))  # size/mtime differ from the record: re-hashed
+    table_job(wf)
+    assert "subjects.tsv" in hashed
+    assert cohort_job(wf, config=CONFIG_B) != first
+
+
+def test_raw_inputs_are_hashed_once_across_consumers(wf, monkeypatch):
+    cohort_job(wf)
+    hashed = []
+    real = provenance.sha256_file
+    monkeypatch.setattr(provenance, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    cohort_job(wf)
+    assert "raw.txt" not in hashed  # the first consumer left an "observed" index entry
+
+
+def test_saved_config_reproduces_the_effective_config():
+    from mr2ct.config import load_yaml, merge, validate_config
+
+    base = load_yaml(ROOT / "config.yaml")
+    effective = validate_config(merge(base, load_yaml(ROOT / "configs/tiny.yaml")))
+    dumped = yaml.safe_load(yaml.safe_dump(json.loads(provenance.canonical_json(effective)), sort_keys=True))
+    again = validate_config(merge(load_yaml(ROOT / "config.yaml"), dumped))
+    assert config_sha256(again) == config_sha256(effective)
+
+
+def test_audit_of_a_file_inside_a_directory_output(chain):
+    report = audit(chain / "results/cohort/volumes/S1/ct.bin", verify=True)
+    assert report["output"] == "results/cohort/volumes" and report["target"] == "results/cohort/volumes/S1/ct.bin"
+    assert report["ok"] and "is a file of the directory output" in render_text(report)
+
+
+def test_failed_job_writes_no_record(wf):
+    job = Job("cohort", Files(raw="data/raw.txt"), Files("results/cohort/subjects.tsv"), CONFIG,
+              scriptdir=str(wf / "workflow_scripts"))
+    with pytest.raises(RuntimeError):
+        with provenance.job_record(job, workdir=wf):
+            raise RuntimeError("job failed")
+    assert not (wf / "results/provenance/records").exists()
+    assert provenance.current_identity() is None
+
+
+def test_audit_of_many_records_is_fast(tmp_path):
+    """~200 records (fan-in like the real DAG); verify hashes each distinct file once."""
+    wf = tmp_path / "big"
+    (wf / "data").mkdir(parents=True)
+    code = {"workflow_root": None, "commit": "unknown", "dirty": None, "diff_sha256": None, "version": "0"}
+    cwd = os.getcwd()
+    os.chdir(wf)
+    try:
+        raw = []
+        for i in range(20):
+            raw.append(f"data/raw{i}.bin")
+            (wf / raw[-1]).write_bytes(os.urandom(200_000))
+
+        def job(rule, inputs, output, payload):
+            sm = Job(rule, Files(*inputs), Files(output), CONFIG, wildcards={"i": output})
+            ctx = begin_job(sm, workdir=wf, code=code)
+            (wf / output).parent.mkdir(parents=True, exist_ok=True)
+            (wf / output).write_bytes(payload)
+            write_job_record(sm, ctx)
+
+        caches = []
+        for i in range(20):
+            caches.append(f"results/pre/{i}.bin")
+            job("pre", [raw[i], raw[(i + 1) % 20]], caches[-1], os.urandom(100_000))
+        parts = []
+        for i in range(170):
+            parts.append(f"results/metrics/{i}.csv")
+            job("metric", [caches[i % 20], caches[(i * 7) % 20], *raw[:5]], parts[-1], b"x,%d\n" % i)
+        job("table", parts, "results/tables/all.csv", b"table\n")
+        job("figure", ["results/tables/all.csv", *caches], "results/figures/f.png", b"not really a png")
+    finally:
+        os.chdir(cwd)
+    start = time.perf_counter()
+    report = audit(wf / "results/figures/f.png", verify=True)
+    elapsed = time.perf_counter() - start
+    assert report["ok"] and report["records"] == 192 and report["hashed_files"] == 20 + 20 + 170 + 2
+    assert elapsed < 10
+    assert len(render_text(report).splitlines()) > 192
+
+
+def test_a_missing_upstream_record_is_reported(chain, capsys):
+    table = audit(chain / "results/tables/metrics.csv")["record_file"]
+    (chain / table).unlink()
+    report = audit(chain / "results/figures/mae.png")
+    assert ("NORECORD", "results/tables/metrics.csv") in problems(report)
+    assert cli(chain / "results/figures/mae.png") == 1
+    assert "NORECORD results/tables/metrics.csv" in capsys.readouterr().out
+    with pytest.raises(ProvenanceError, match="record .* is missing"):
+        audit(chain / "results/tables/metrics.csv")
+
