@@ -174,7 +174,7 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
     def _spawn(self, name: str, cmd: list[str]) -> None:
         out = open(self.root / "log" / f"{name}.out", "wb")
         self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
         out.close()
 
     def _check_alive(self) -> None:
@@ -197,6 +197,14 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
             raise SlurmUnavailable("not a Linux machine")
         ensure_installed()
         started = time.monotonic()
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()  # whatever came up goes down again (the reason is in the exception)
+            raise
+        self.bring_up_seconds = time.monotonic() - started
+
+    def _start(self, timeout: float) -> None:
         self.write_config()
         munged = _find("munged")
         self._spawn("munged", [munged, "--foreground", "--force", f"--socket={self.socket}",
@@ -210,7 +218,6 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
                    "slurmctld does not answer `scontrol ping`")
         self._spawn("slurmd", [_find("slurmd"), "-D", "-f", str(self.conf), "-N", self.node])
         self._wait(lambda: self.node_state() == "idle", timeout, "the node did not become idle")
-        self.bring_up_seconds = time.monotonic() - started
 
     def _wait(self, ready, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -222,7 +229,6 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
             except (OSError, subprocess.SubprocessError):
                 pass
             time.sleep(0.5)
-        self.stop()
         raise SlurmUnavailable(f"{what} within {timeout:.0f} s:\n" + "\n".join(self.logs(n) for n in DAEMONS))
 
     def node_state(self) -> str:
@@ -312,6 +318,16 @@ class JobRecorder:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies without tearing down."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _pids(name: str) -> list[int]:

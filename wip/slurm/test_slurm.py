@@ -11,6 +11,7 @@ and a short first status check, to keep the tests quick.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ import pandas as pd
 import pytest
 
 from .conftest import ROOT
-from .slurm_cluster import JobRecorder, SlurmCluster, SlurmUnavailable
+from .slurm_cluster import JobRecorder, SlurmCluster, SlurmUnavailable, ensure_installed
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -87,12 +88,36 @@ def slurm_snakemake_cmd(workdir: Path, *targets: str, config: tuple[str, ...] = 
             "--profile", str(PROFILE), *CLUSTER_ARGS, "--configfile", str(TINY), *config]
 
 
-def local_snakemake(workdir: Path, *targets: str, config: tuple[str, ...] = ()) -> None:
+def start_local(workdir: Path, *targets: str, config: tuple[str, ...] = ()) -> subprocess.Popen:
+    """The same workflow without SLURM (2 local cores), started in the background: the SLURM
+    runs mostly wait for the scheduler, so the reference runs beside them."""
     cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--cores", "2", "--configfile", str(TINY), *config]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MR2CT_SLURM_"))}
-    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert result.returncode == 0, f"local snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return run_logged(cmd, workdir, env, workdir / "local.log")
+
+
+@contextlib.contextmanager
+def stopped_at_exit(*procs: subprocess.Popen):
+    """Terminate what is still running when the block ends (a failed assertion): snakemake
+    cancels its SLURM jobs on SIGTERM."""
+    try:
+        yield
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def finish_local(proc: subprocess.Popen, workdir: Path) -> None:
+    rc = wait(proc, workdir / "local.log")
+    assert rc == 0, f"local snakemake failed ({rc}):\n{(workdir / 'local.log').read_text()[-6000:]}"
 
 
 def run_logged(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -138,6 +163,25 @@ def test_missing_slurm_without_apt_gives_a_clear_skip_reason(monkeypatch):
         slurm_cluster.ensure_installed()
 
 
+def test_daemons_that_do_not_come_up_give_a_clear_skip_reason_and_no_leftovers(tmp_path_factory):
+    class Broken(SlurmCluster):
+        def write_config(self):
+            super().write_config()
+            with open(self.conf, "a") as conf:  # slurmctld refuses this without slurmdbd
+                conf.write("AccountingStorageTRES=gres/gpu\n")
+
+    if os.geteuid() != 0:
+        pytest.skip("no SLURM cluster: starting slurmd/slurmctld needs root")
+    try:
+        ensure_installed()
+    except SlurmUnavailable as exc:
+        pytest.skip(f"no SLURM cluster: {exc}")
+    cluster = Broken(_short_root(tmp_path_factory))
+    with pytest.raises(SlurmUnavailable, match="(?s)slurmctld exited.*slurmdbd is required"):
+        cluster.start()
+    assert cluster.leftovers() == []
+
+
 def test_cluster_stops_without_leftovers(tmp_path_factory):
     """A second, short-lived cluster: a running job is cancelled and every daemon exits."""
     cluster = SlurmCluster(_short_root(tmp_path_factory))
@@ -163,35 +207,40 @@ def test_cluster_stops_without_leftovers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):
-    """The whole tiny DAG through the profile; returns the workdir and the SLURM jobs it submitted."""
+    """The whole tiny DAG through the profile, and a local run of the same config up to the
+    synthesis table; returns both workdirs and the SLURM jobs of the profile run."""
     workdir = tmp_path_factory.mktemp("slurm_wf")
+    local_dir = tmp_path_factory.mktemp("local_wf")
     first = max((int(j) for j in slurm_cluster.recorder.poll()), default=0)
     log = workdir / "snakemake.log"
     started = time.monotonic()
     proc = run_logged(slurm_snakemake_cmd(workdir), workdir, profile_env(slurm_cluster), log)
-    rc = wait(proc, log)
-    print(f"\ntiny workflow on SLURM: {time.monotonic() - started:.0f} s")
+    local = start_local(local_dir, "results/tables/synthesis_metrics.csv")
+    with stopped_at_exit(proc, local):
+        rc = wait(proc, log)
+        print(f"\ntiny workflow on SLURM: {time.monotonic() - started:.0f} s")
+        finish_local(local, local_dir)
     assert rc == 0, f"snakemake --profile profiles/slurm failed ({rc}):\n{log.read_text()[-8000:]}"
     jobs = jobs_by_rule(slurm_cluster.recorder.poll(), since=first)
-    return workdir, jobs
+    return workdir, jobs, local_dir
 
 
-def test_tiny_workflow_on_slurm_matches_a_local_run(slurm_run, tmp_path):
-    workdir, jobs = slurm_run
+def test_tiny_workflow_on_slurm_matches_a_local_run(slurm_run):
+    workdir, jobs, local_dir = slurm_run
     results = workdir / "results"
     for path in ("tables/synthesis_metrics.csv", "tables/segmentation_metrics.csv", "tables/statistics.csv",
                  "figures/qualitative_hip.png", "figures/training_curves.pdf"):
         assert (results / path).stat().st_size > 0, path
     assert all(j["JobState"] == "COMPLETED" for js in jobs.values() for j in js), jobs
-    local_snakemake(tmp_path, "results/tables/synthesis_metrics.csv")
-    on_slurm = pd.read_csv(results / "tables/synthesis_metrics.csv")
-    local = pd.read_csv(tmp_path / "results/tables/synthesis_metrics.csv")
+    table = "results/tables/synthesis_metrics.csv"
+    on_slurm, local = pd.read_csv(workdir / table), pd.read_csv(local_dir / table)
+    assert len(on_slurm) == 36
     pd.testing.assert_frame_equal(on_slurm, local, check_exact=True)
-    assert (results / "tables/synthesis_metrics.csv").read_bytes() == (tmp_path / "results/tables/synthesis_metrics.csv").read_bytes()
+    assert (workdir / table).read_bytes() == (local_dir / table).read_bytes()  # bit-identical
 
 
 def test_training_jobs_were_given_a_gpu_and_cpu_jobs_were_not(slurm_run):
-    _, jobs = slurm_run
+    _, jobs, _ = slurm_run
     assert len(jobs["train"]) == 6 and len(jobs["train_segmentation"]) == 2, sorted(jobs)
     for job in jobs["train"] + jobs["train_segmentation"]:
         assert job["TresPerJob"] == "gres:gpu:1", job  # sbatch --gpus=1
@@ -204,7 +253,7 @@ def test_training_jobs_were_given_a_gpu_and_cpu_jobs_were_not(slurm_run):
 
 
 def test_small_jobs_were_grouped_into_one_core_slurm_jobs(slurm_run):
-    _, jobs = slurm_run
+    _, jobs, _ = slurm_run
     # 6 phantom subjects in groups of 4, 6 preprocessed subjects in one group of 10, 6 runs in pairs
     assert len(jobs["phantom_phantom_subject"]) == 2
     assert len(jobs["preprocess_preprocess"]) == 1
@@ -218,7 +267,7 @@ def test_small_jobs_were_grouped_into_one_core_slurm_jobs(slurm_run):
 def test_cancelled_training_job_resumes_from_its_checkpoint(slurm_cluster, slurm_run, tmp_path):
     """scancel a training job mid-run: the profile's retries resubmit it, it resumes from
     checkpoint.pt and ends identical to an uninterrupted (local) run."""
-    workdir, _ = slurm_run
+    workdir, _, _ = slurm_run
     run = "results/models/2/cyclegan_gc/fold0"
     target = f"{run}/generator.pt"
     config = ("--config", "train={steps: 300, checkpoint_every: 20, eval_every: 50}")
@@ -231,33 +280,35 @@ def test_cancelled_training_job_resumes_from_its_checkpoint(slurm_cluster, slurm
     first = max((int(j) for j in slurm_cluster.recorder.poll()), default=0)
     log = slurm_dir / "resume.log"
     proc = run_logged(slurm_snakemake_cmd(slurm_dir, target, config=config), slurm_dir, profile_env(slurm_cluster), log)
-    checkpoint = slurm_dir / run / "checkpoint.pt"
-    deadline = time.monotonic() + 600
-    while not checkpoint.exists():
-        assert proc.poll() is None, f"snakemake ended before the first checkpoint:\n{log.read_text()[-5000:]}"
-        assert time.monotonic() < deadline, "no checkpoint within 10 min"
-        time.sleep(0.1)
-    running = [j for j in jobs_by_rule(slurm_cluster.recorder.poll(), since=first).get("train", [])]
-    assert len(running) == 1 and running[0]["JobState"] == "RUNNING", running
-    cancelled = running[0]["JobId"]
-    slurm_cluster.run("scancel", cancelled)
-    assert not (slurm_dir / target).exists()
-    rc = wait(proc, log)
-    assert rc == 0, f"snakemake failed after the cancelled job ({rc}):\n{log.read_text()[-8000:]}"
+    local = start_local(local_dir, target, config=config)  # the same run, uninterrupted
+    with stopped_at_exit(proc, local):
+        checkpoint = slurm_dir / run / "checkpoint.pt"
+        deadline = time.monotonic() + 600
+        while not checkpoint.exists():
+            assert proc.poll() is None, f"snakemake ended before the first checkpoint:\n{log.read_text()[-5000:]}"
+            assert time.monotonic() < deadline, "no checkpoint within 10 min"
+            time.sleep(0.1)
+        running = [j for j in jobs_by_rule(slurm_cluster.recorder.poll(), since=first).get("train", [])]
+        assert len(running) == 1 and running[0]["JobState"] == "RUNNING", running
+        cancelled = running[0]["JobId"]
+        slurm_cluster.run("scancel", cancelled)
+        assert not (slurm_dir / target).exists()
+        rc = wait(proc, log)
+        assert rc == 0, f"snakemake failed after the cancelled job ({rc}):\n{log.read_text()[-8000:]}"
 
-    train_jobs = jobs_by_rule(slurm_cluster.recorder.poll(), since=first)["train"]
-    assert [j["JobState"] for j in train_jobs] == ["CANCELLED", "COMPLETED"], train_jobs
-    assert train_jobs[0]["JobId"] == cancelled
-    # the cancelled attempt started from scratch (its records are in its SLURM log; Snakemake
-    # starts the rule's log afresh for the next attempt), the next one resumed
-    first_attempt = next((slurm_dir / ".snakemake/slurm_logs/rule_train").glob(f"*/{cancelled}.log")).read_text()
-    assert "step 0: validation MAE" in first_attempt and "resumed" not in first_attempt
-    assert "CANCELLED" in first_attempt
-    train_log = (slurm_dir / "results/logs/train/2/cyclegan_gc/fold0.log").read_text()
-    resumed = re.findall(r"resumed from \S+checkpoint\.pt at step (\d+)", train_log)
-    assert len(resumed) == 1 and 20 <= int(resumed[0]) < 300, train_log
+        train_jobs = jobs_by_rule(slurm_cluster.recorder.poll(), since=first)["train"]
+        assert [j["JobState"] for j in train_jobs] == ["CANCELLED", "COMPLETED"], train_jobs
+        assert train_jobs[0]["JobId"] == cancelled
+        # the cancelled attempt started from scratch (its records are in its SLURM log; Snakemake
+        # starts the rule's log afresh for the next attempt), the next one resumed
+        first_attempt = next((slurm_dir / ".snakemake/slurm_logs/rule_train").glob(f"*/{cancelled}.log")).read_text()
+        assert "step 0: validation MAE" in first_attempt and "resumed" not in first_attempt
+        assert "CANCELLED" in first_attempt
+        train_log = (slurm_dir / "results/logs/train/2/cyclegan_gc/fold0.log").read_text()
+        resumed = re.findall(r"resumed from \S+checkpoint\.pt at step (\d+)", train_log)
+        assert len(resumed) == 1 and 20 <= int(resumed[0]) < 300, train_log
 
-    local_snakemake(local_dir, target, config=config)  # the same run, uninterrupted
+        finish_local(local, local_dir)
     assert "resumed" not in (local_dir / "results/logs/train/2/cyclegan_gc/fold0.log").read_text()
     for name in ("losses.tsv", "validation.tsv"):
         assert (slurm_dir / run / name).read_bytes() == (local_dir / run / name).read_bytes(), name
