@@ -2,12 +2,14 @@
 
 Usage: python benchmarks/train_step.py [--sizes 64 128] [--threads 2] [--steps 3]
        [--ngf 64 --n-blocks 9 --ndf 64 --batch 1]   (defaults: the paper-scale networks)
+       [--synthesis-size 256 --synthesis-slices 64]
 
 Prints one JSON line per image size: {"size", "seconds_per_step", "flops_per_step",
 "mfu", ...}. FLOPs are counted by torch.utils.flop_counter for the work the step really
 does (four generator passes, discriminator passes, backward); MFU is the achieved FLOP
 rate divided by this CPU's fp32 matmul peak, measured in the same process with the same
-thread count.
+thread count. A last line reports synthesis throughput: slices per second of batched
+MR→CT inference (``mr2ct.training.predict_ct``, batch 16) at ``--synthesis-size``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def main() -> None:
     parser.add_argument("--n-blocks", type=int, default=9)
     parser.add_argument("--ndf", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--synthesis-size", type=int, default=256)
+    parser.add_argument("--synthesis-slices", type=int, default=64)
     args = parser.parse_args()
     peak = matmul_peak(args.threads)
     from torch.utils.flop_counter import FlopCounterMode
@@ -67,6 +71,19 @@ def main() -> None:
             "mfu": round(flops / seconds / peak, 3), "peak_gflops": round(peak / 1e9, 1), "threads": args.threads,
             "ngf": args.ngf, "n_blocks": args.n_blocks, "ndf": args.ndf, "batch": args.batch,
         }), flush=True)
+
+    from mr2ct.networks import ResnetGenerator
+    from mr2ct.training import predict_ct
+
+    generator = ResnetGenerator(1, 1, ngf=args.ngf, n_blocks=args.n_blocks).eval()
+    slices = (torch.rand(args.synthesis_slices, args.synthesis_size, args.synthesis_size) * 2 - 1).numpy()
+    predict_ct(generator, slices[:16])  # warm-up
+    start = time.perf_counter()
+    predict_ct(generator, slices, batch_size=16)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"synthesis_size": args.synthesis_size, "slices": args.synthesis_slices, "batch": 16,
+                      "slices_per_second": round(args.synthesis_slices / seconds, 2), "threads": args.threads,
+                      "ngf": args.ngf, "n_blocks": args.n_blocks}), flush=True)
 
 
 if __name__ == "__main__":

@@ -181,13 +181,25 @@ def write_volume(
     return path
 
 
+def _process_umask() -> int:
+    """The umask, read once at import (setting and restoring it later would race with threads)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
     The temporary name keeps the suffix so libraries that infer the format
-    from the extension (matplotlib, NumPy) behave.
+    from the extension (matplotlib, NumPy) behave. The result gets the
+    permissions of a file created normally (0666 minus the umask), not the
+    private 0600 of a temporary file: results are shared on clusters.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +211,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

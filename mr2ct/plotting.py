@@ -106,7 +106,7 @@ def plot_montage(path, subject, fake_ct_normalised: np.ndarray, title: str = "",
     real = subject.ct_hu(subject.ct)
     fake = subject.ct_hu(fake_ct_normalised)
     n = real.shape[0]
-    fig, axes = plt.subplots(len(levels), 4, figsize=(8, 2.1 * len(levels)))
+    fig, axes = plt.subplots(len(levels), 4, figsize=(8.4, 2.1 * len(levels)), layout="constrained")
     for row, level in enumerate(levels):
         k = min(n - 1, int(level * n))
         panels = [

@@ -116,22 +116,44 @@ class SliceGrid:
             prefilter=False,
         ).astype(np.float32)
 
-    def to_volume(self, slices: np.ndarray, shape_xy: tuple[int, int], order: int = 1, cval: float = 0.0) -> np.ndarray:
-        """Resample slices ``(Z, size, size)`` back onto the subject's ``(X, Y, Z)`` grid."""
+    def volume_weights(self, shape_xy: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Linear-interpolation weights from slice pixels onto the subject's in-plane grid.
+
+        Returns ``(wx, vx, wy, vy)``: ``wx`` (X, size) and ``wy`` (Y, size) map slice
+        columns/rows to volume columns/rows; ``vx``/``vy`` flag volume positions inside the
+        slice grid (outside it the value is a constant). The map is axis-aligned, so
+        resampling is two small matrix products per slice: ``wy @ slice @ wx.T``.
+        Same coordinates and edge rule as ``scipy.ndimage.affine_transform(order=1,
+        mode="constant")``: no interpolation beyond the outermost pixel centres.
+        """
         m, fx, fy = self._factors()
         ci, cj = self.centre_ij
-        nz = slices.shape[0]
-        out = ndimage.affine_transform(
-            np.asarray(slices, dtype=np.float32),
-            np.array([1.0, -1.0 / fy, -1.0 / fx]),
-            offset=(0.0, m + cj / fy, m + ci / fx),
-            output_shape=(nz, shape_xy[1], shape_xy[0]),
-            order=order,
-            mode="constant",
-            cval=cval,
-            prefilter=False,
-        )
-        return np.ascontiguousarray(out.transpose(2, 1, 0), dtype=np.float32)
+
+        def axis(n: int, centre: float, factor: float) -> tuple[np.ndarray, np.ndarray]:
+            pos = (-1.0 / factor) * np.arange(n, dtype=np.float64) + (m + centre / factor)
+            valid = (pos >= 0.0) & (pos <= self.size - 1)
+            lo = np.clip(np.floor(pos), 0, self.size - 1).astype(np.intp)
+            hi = np.minimum(lo + 1, self.size - 1)
+            frac = pos - lo
+            weights = np.zeros((n, self.size), dtype=np.float64)
+            rows = np.nonzero(valid)[0]
+            np.add.at(weights, (rows, lo[rows]), 1.0 - frac[rows])
+            np.add.at(weights, (rows, hi[rows]), frac[rows])
+            return weights.astype(np.float32), valid
+
+        wx, vx = axis(shape_xy[0], ci, fx)
+        wy, vy = axis(shape_xy[1], cj, fy)
+        return wx, vx, wy, vy
+
+    def to_volume(self, slices: np.ndarray, shape_xy: tuple[int, int], order: int = 1, cval: float = 0.0) -> np.ndarray:
+        """Resample slices ``(Z, size, size)`` back onto the subject's ``(X, Y, Z)`` grid (linear)."""
+        if order != 1:
+            raise ValueError("to_volume interpolates linearly (order=1) only")
+        wx, vx, wy, vy = self.volume_weights(shape_xy)
+        zyx = np.matmul(np.matmul(wy, np.asarray(slices, dtype=np.float32)), wx.T)  # (Z, Y, X)
+        zyx[:, ~vy, :] = cval
+        zyx[:, :, ~vx] = cval
+        return np.ascontiguousarray(zyx.transpose(2, 1, 0), dtype=np.float32)
 
 
 def _grid_for(mask: np.ndarray, spacing: tuple[float, float, float], settings: PreprocessSettings) -> SliceGrid:

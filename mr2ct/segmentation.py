@@ -475,9 +475,10 @@ def segment_ct(model: torch.nn.Module, ct_hu: np.ndarray, cache: PreprocessedSub
     linear interpolation (outside the field of view: background 1, other
     classes 0) and the label is the argmax at full resolution. This gives
     smoother, more faithful boundaries than upsampling the low-resolution
-    label map by nearest neighbour. Classes are processed one at a time into a
-    running maximum, so memory stays at about two float32 volumes (plus the
-    low-resolution probabilities) whatever the number of classes.
+    label map by nearest neighbour. The resampling is separable (two small
+    matrix products per slice and class, :meth:`SliceGrid.volume_weights`) and
+    runs one slice at a time, so memory stays at one full-resolution slice per
+    class.
     """
     ct_hu = np.asarray(ct_hu)
     if ct_hu.shape != tuple(cache.shape):
@@ -486,15 +487,15 @@ def segment_ct(model: torch.nn.Module, ct_hu: np.ndarray, cache: PreprocessedSub
     normalised = normalise_ct(slices, cache.ct_hu_points, cache.ct_norm_points)
     del slices
     probs = predict_probabilities(model, normalised, batch_size)
-    shape_xy = tuple(cache.shape[:2])
-    best = cache.grid.to_volume(probs[:, 0], shape_xy, order=1, cval=1.0)
-    labels = np.zeros(best.shape, dtype=np.uint8)
-    for c in range(1, probs.shape[1]):
-        p = cache.grid.to_volume(probs[:, c], shape_xy, order=1, cval=0.0)
-        better = p > best
-        labels[better] = c
-        np.maximum(best, p, out=best)
-        del p, better
+    wx, vx, wy, vy = cache.grid.volume_weights(tuple(cache.shape[:2]))
+    fill = np.zeros((probs.shape[1], 1, 1), dtype=np.float32)
+    fill[0] = 1.0  # outside the field of view: background
+    labels = np.empty(tuple(cache.shape), dtype=np.uint8)
+    for k in range(probs.shape[0]):
+        full = np.matmul(np.matmul(wy, probs[k]), wx.T)  # (C, Y, X)
+        full[:, ~vy, :] = fill
+        full[:, :, ~vx] = fill
+        labels[:, :, k] = full.argmax(axis=0).T
     return labels
 
 

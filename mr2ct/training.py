@@ -91,6 +91,7 @@ class TrainSettings:
     ndf: int = 32
     n_layers: int = 3
     min_body_fraction: float = 0.05
+    augment: bool = True
     checkpoint_every: int = 250
     eval_every: int = 250
     seed: int = 0
@@ -147,6 +148,36 @@ def _body_slices(subject: PreprocessedSubject, min_fraction: float) -> np.ndarra
 def _stack(subjects: Sequence[PreprocessedSubject], key: str, min_fraction: float) -> torch.Tensor:
     parts = [getattr(s, key)[_body_slices(s, min_fraction)] for s in subjects]
     return torch.from_numpy(np.concatenate(parts)).unsqueeze(1).contiguous()
+
+
+AUGMENT_ZOOM = 0.15   # random isotropic zoom in [1 - z, 1 + z]
+AUGMENT_SHIFT = 0.05  # random translation, fraction of the half field of view
+
+
+def augment_geometry(images: Sequence[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+    """Random left-right flip, zoom and shift, the same for every tensor of ``images``.
+
+    The counterpart of CycleGAN's resize-and-crop and flip augmentation (Zhu et
+    al. 2017): with a few training subjects per modality the discriminators
+    otherwise learn the body outlines of the training CTs, and the generator
+    reshapes every body into one of them (seen on the phantom: subcutaneous fat
+    turned into air for a subject with a wider body). Pass MR and CT batches
+    separately for unpaired training (independent transforms) and together for
+    paired training (one transform). Background (−1, air in both
+    normalisations) fills what moves into the field of view.
+    """
+    n = images[0].shape[0]
+    u = torch.rand((n, 4), generator=generator)
+    zoom = 1.0 + AUGMENT_ZOOM * (2.0 * u[:, 0] - 1.0)
+    flip = torch.where(u[:, 1] < 0.5, -1.0, 1.0)
+    theta = torch.zeros((n, 2, 3))
+    theta[:, 0, 0] = flip / zoom
+    theta[:, 1, 1] = 1.0 / zoom
+    theta[:, 0, 2] = AUGMENT_SHIFT * (2.0 * u[:, 2] - 1.0)
+    theta[:, 1, 2] = AUGMENT_SHIFT * (2.0 * u[:, 3] - 1.0)
+    grid = torch.nn.functional.affine_grid(theta, list(images[0].shape), align_corners=False)
+    return [torch.nn.functional.grid_sample(x + 1.0, grid.to(x.device, x.dtype), mode="bilinear",
+                                            padding_mode="zeros", align_corners=False) - 1.0 for x in images]
 
 
 class ImagePool:
@@ -511,8 +542,13 @@ def train_run(
             ct_idx = mr_idx
         else:
             ct_idx = torch.randint(0, len(ct_pool), (s.batch_size,), generator=run.data_rng)
-        mr = mr_pool[mr_idx].to(device)
-        ct = ct_pool[ct_idx].to(device)
+        mr = mr_pool[mr_idx]
+        ct = ct_pool[ct_idx]
+        if s.augment and s.model == "reference_supervised":
+            mr, ct = augment_geometry([mr, ct], run.data_rng)
+        elif s.augment:
+            (mr,), (ct,) = augment_geometry([mr], run.data_rng), augment_geometry([ct], run.data_rng)
+        mr, ct = mr.to(device), ct.to(device)
         if s.channels_last:
             mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)
         losses = run.train_step(mr, ct)

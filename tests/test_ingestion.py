@@ -35,7 +35,7 @@ from mr2ct.cohort import (
     write_validation_report,
 )
 from mr2ct.config import load_config, load_yaml, merge, validate_config
-from mr2ct.io import InputError, read_volume, write_volume
+from mr2ct.io import InputError, atomic_write_text, read_volume, write_volume
 from mr2ct.phantom import LABELS, PhantomSettings, write_cohort
 from mr2ct.splits import splits_from_config
 
@@ -752,3 +752,23 @@ def test_all_broken_subjects_are_listed_in_one_error(tmp_path, synthrad):
     with pytest.raises(InputError) as info:
         validate_cohort(cohort_from_config(synthrad_config(synthrad)))
     assert str(info.value) == message
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    from mr2ct.io import atomic_path
+
+    target = tmp_path / "table.csv"
+    atomic_write_text(target, "old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]  # no temporary file left
+
+
+def test_atomic_write_gives_normal_file_permissions(tmp_path):
+    from mr2ct import io as mio
+
+    target = atomic_write_text(tmp_path / "shared.txt", "x")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mio._UMASK

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,6 +72,58 @@ def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
         assert (results / f"labels/2/cyclegan_gc/fold0/{subject}.nii.gz").exists()
     snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "--report", str(results / "report.html"))
     assert (results / "report.html").stat().st_size > 100_000
+
+
+FIGURE_STEMS = ("mae_vs_training_size", "psnr_vs_training_size", "ssim_vs_training_size", "boundary_mae_vs_training_size",
+                "qualitative_hip", "dice_by_structure", "surface_distance_by_structure", "training_curves")
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no headless browser: install Debian's chromium (.ci/run does so when it runs as root)")
+
+
+def test_report_renders_every_figure_in_a_headless_browser(tiny_run, tmp_path):
+    """Open the Snakemake report in real headless Chromium, click through every result (a
+    script appended to a copy of the report does the clicking), check that each figure
+    decoded, and take a screenshot of the qualitative figure that must not be blank."""
+    import html
+    import json
+    import re
+
+    import matplotlib.image
+
+    browser = _chromium()
+    report = tiny_run / "results/report.html"
+    if not report.exists():
+        snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "--report", str(report))
+    page = tmp_path / "report_checked.html"
+    script = (ROOT / "tests/report_check.js").read_text()
+    page.write_text(report.read_text() + "\n<script>\n" + script + "\n</script>\n")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=60000",
+             "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180).stdout
+    found = re.findall(r'<pre id="mr2ct-report-check" style="display: none;">(.*?)</pre>', dom, re.S)
+    assert found, f"the check script left no record; page start:\n{dom[:2000]}"
+    record = json.loads(html.unescape(found[-1]))
+    assert record["errors"] == []
+    assert record["categories"] == ["Figures", "Tables"]
+    assert "Hiasa et al. 2018" in record["workflowText"]
+    shown = {Path(r["file"]).stem: r for r in record["results"] if r["category"] == "Figures"}
+    assert set(shown) == set(FIGURE_STEMS)
+    for stem, result in shown.items():
+        assert result["image"] and result["complete"], f"{stem} was not displayed"
+        assert result["width"] > 500 and result["height"] > 300, f"{stem} did not decode: {result}"
+    tables = {Path(r["file"]).name for r in record["results"] if r["category"] == "Tables"}
+    assert {"synthesis_metrics.csv", "segmentation_metrics.csv", "statistics.csv"} <= tables
+
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180, check=True)
+    pixels = matplotlib.image.imread(shot)[..., :3].mean(axis=2)
+    figure_area = pixels[:, pixels.shape[1] // 3:]  # right of the menu, where the figure is shown
+    assert figure_area.std() > 0.1 and (figure_area < 0.5).mean() > 0.05, "the figure view of the report is blank"
 
 
 def test_every_figure_audits_back_to_the_cohort_and_config(tiny_run):
