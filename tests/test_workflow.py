@@ -187,3 +187,74 @@ def test_config_error_stops_the_workflow_before_any_job(tmp_path):
 def test_paper_config_dry_run_expands_the_dag(tmp_path):
     result = snakemake(tmp_path, "--configfile", str(ROOT / "configs/paper.yaml"), "-n", "--quiet", "rules")
     assert "preprocess" in result.stdout and "40" in result.stdout
+
+
+LONGER_TRAINING = ("--config", "train={steps: 400, checkpoint_every: 10, eval_every: 100}")
+TABLE = "results/tables/synthesis_metrics.csv"
+
+
+def _start(workdir, *args):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "1",
+           TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *args]
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = open(workdir / "snakemake.out", "a")
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_kill_9_mid_training_then_rerun_resumes_and_gives_identical_tables(tmp_path):
+    """kill -9 of Snakemake and its training job while a run trains; a second invocation
+    meanwhile is refused (lock); after --unlock, the README's command with
+    --rerun-incomplete finishes, the killed run resumes from its checkpoint, and the table
+    equals that of an uninterrupted run of the same config, byte for byte."""
+    import glob
+    import os
+    import signal
+    import time
+
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    clean = _start(clean_dir, *LONGER_TRAINING)  # the reference, on the other core
+    proc = _start(killed_dir, *LONGER_TRAINING)
+    try:
+        deadline = time.monotonic() + 600
+        victim = None
+        while victim is None:
+            assert proc.poll() is None, (killed_dir / "snakemake.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no training checkpoint within 10 min"
+            for checkpoint in glob.glob(str(killed_dir / "results/models/*/*/fold*/checkpoint.pt")):
+                if not os.path.exists(os.path.join(os.path.dirname(checkpoint), "generator.pt")):
+                    victim = os.path.dirname(checkpoint)
+                    break
+            time.sleep(0.05)
+
+        second = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(killed_dir),
+             "--cores", "1", TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING],
+            cwd=ROOT, capture_output=True, text=True)
+        assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+
+        os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and the training job it runs
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not os.path.exists(os.path.join(victim, "generator.pt"))
+
+    locked = snakemake(killed_dir, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING, check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # the message says what to do
+    snakemake(killed_dir, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING, "--unlock")
+    snakemake(killed_dir, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING, "--rerun-incomplete")
+
+    run = Path(victim).relative_to(killed_dir)
+    train_log = (killed_dir / "results/logs/train" / run.parent.parent.name / run.parent.name / f"{run.name}.log").read_text()
+    assert "resumed from" in train_log, train_log
+    assert clean.wait(timeout=900) == 0, (clean_dir / "snakemake.out").read_text()[-3000:]
+    assert (killed_dir / TABLE).read_bytes() == (clean_dir / TABLE).read_bytes()
+    for name in ("losses.tsv", "validation.tsv"):
+        assert (killed_dir / run / name).read_bytes() == (clean_dir / run / name).read_bytes(), name
+
+
+def test_another_seed_gives_other_numbers(tiny_run, tmp_path):
+    snakemake(tmp_path, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), "--config", "seed=7")
+    ours, theirs = pd.read_csv(tmp_path / TABLE), pd.read_csv(tiny_run / TABLE)
+    assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs)
+    assert not ours[["mae", "psnr"]].equals(theirs[["mae", "psnr"]])
