@@ -1011,6 +1011,32 @@ def audit(path: str | os.PathLike, verify: bool = False, strict: bool = False) -
     }
 
 
+def code_summary(workdir: str | os.PathLike = ".") -> list[dict[str, Any]]:
+    """Which code and config made the results in ``workdir``: one row per distinct
+    (commit, dirty, diff, package version, config hash) among all job records, with the
+    number of records, the rules and the time span. One row means one consistent run."""
+    layout = Layout(workdir)
+    groups: dict[tuple, dict[str, Any]] = {}
+    for path in sorted(layout.records.glob("*.json")):
+        record = _read_json(path)
+        if not record:
+            continue
+        code = record.get("code", {})
+        key = (code.get("commit", UNKNOWN), bool(code.get("dirty")), (code.get("diff_sha256") or "")[:12],
+               code.get("version", UNKNOWN), record.get("config_sha256", UNKNOWN)[:12])
+        row = groups.setdefault(key, {"commit": key[0], "dirty": key[1], "diff_sha256": key[2], "version": key[3],
+                                      "config_sha256": key[4], "records": 0, "rules": set(),
+                                      "first_started": record.get("started_at"), "last_ended": record.get("ended_at")})
+        row["records"] += 1
+        row["rules"].add(record.get("rule", UNKNOWN))
+        row["first_started"] = min(filter(None, [row["first_started"], record.get("started_at")]), default=None)
+        row["last_ended"] = max(filter(None, [row["last_ended"], record.get("ended_at")]), default=None)
+    rows = sorted(groups.values(), key=lambda r: (r["first_started"] or "", r["commit"]))
+    for row in rows:
+        row["rules"] = " ".join(sorted(row["rules"]))
+    return rows
+
+
 def _node_label(node: Mapping[str, Any], root_config: str) -> str:
     name = node["path"] + ("/" if node.get("kind") == "dir" else "")
     short = (node.get("sha256") or "?")[:8]

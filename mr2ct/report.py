@@ -65,8 +65,75 @@ def figures_job(synthesis_csv, segmentation_csv, loss_paths: Sequence[str | os.P
     return written + plot_metric_vs_size(synthesis, "ssim", Path(out_dir) / FIGURE_STEMS["ssim"], seed=seed)
 
 
-def readme_results(summary_md: str | os.PathLike, statistics_csv: str | os.PathLike) -> str:
-    """The README's results block: the summary tables and the GC-vs-no-GC tests, from the tables."""
+def _verdict(low: float, high: float, lower_is_better: bool = True) -> str:
+    """Reading of a 95 % CI of a difference (new − old)."""
+    if high < 0:
+        return "lower" if lower_is_better else "worse"
+    if low > 0:
+        return "higher" if lower_is_better else "better"
+    return "no resolved difference"
+
+
+def findings(synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd.DataFrame | None, seed: int = 0) -> list[str]:
+    """The paper's three findings checked against this run's tables, as Markdown lines.
+
+    1. more training data → lower MAE (largest vs smallest size, paired on fold and
+       subject, per model); 2. GC → lower boundary MAE (from the statistics table);
+    3. synthetic CT usable for segmentation (mean Dice of bone and of all structures on
+       synthetic vs real CT at the largest size). Also every model's MAE relative to the
+       constant baseline on the same subjects, which says whether it learnt anything.
+    """
+    from .statistics import paired_comparison
+
+    lines = ["### The paper's findings on this run (computed from the tables above)", ""]
+    sizes = sorted(synthesis["size"].dropna().unique())
+    largest = sizes[-1]
+    base = synthesis[synthesis["model"] == "baseline_constant"].set_index(["size", "fold", "subject"])["mae"]
+    lines += ["MAE relative to the constant baseline on the same subjects (below 1: better than predicting one "
+              "mean HU everywhere):", "", "| model | " + " | ".join(f"size {s:g}" for s in sizes) + " |",
+              "|---|" + "---|" * len(sizes)]
+    for model in ("cyclegan", "cyclegan_gc", "reference_supervised", "baseline_histmatch", "reference_resampled"):
+        rows = synthesis[synthesis["model"] == model].set_index(["size", "fold", "subject"])["mae"]
+        if rows.empty:
+            continue
+        ratio = (rows / base.reindex(rows.index)).groupby(level="size").mean()
+        lines.append(f"| {model} | " + " | ".join(f"{ratio.get(s, float('nan')):.2f}" for s in sizes) + " |")
+    lines.append("")
+
+    if len(sizes) > 1:
+        frame = synthesis[synthesis["model"].isin(["cyclegan", "cyclegan_gc"]) & synthesis["size"].isin([sizes[0], largest])]
+        by_size = paired_comparison(frame, "mae", a=largest, b=sizes[0], by=("model",), model_column="size", seed=seed)
+        for row in by_size.itertuples():
+            lines.append(f"- **More training data → lower MAE** ({row.model}): size {largest:g} vs {sizes[0]:g}: "
+                         f"{row.mean_a:.1f} vs {row.mean_b:.1f} HU, difference {row.mean_difference:+.1f} HU "
+                         f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): "
+                         f"{_verdict(row.ci_low, row.ci_high)}.")
+    gc = statistics[(statistics["experiment"] == "synthesis") & (statistics["metric"] == "mae_boundary")]
+    for row in gc.itertuples():
+        if not row.n_pairs > 0:
+            lines.append(f"- **GC → lower boundary MAE** (size {row.size:g}): not computable (no pairs with a boundary).")
+            continue
+        lines.append(f"- **GC → lower boundary MAE** (size {row.size:g}): {row.mean_a:.1f} vs {row.mean_b:.1f} HU, "
+                     f"difference {row.mean_difference:+.1f} HU [{row.ci_low:+.1f}, {row.ci_high:+.1f}], "
+                     f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): {_verdict(row.ci_low, row.ci_high)} with GC.")
+    if segmentation is not None and not segmentation.empty:
+        bone = segmentation["structure"].isin(["pelvis", "femur_left", "femur_right"])
+        real = segmentation[segmentation["source"] == "real_ct"]
+        synthetic = segmentation[(segmentation["source"] == "synthetic_ct") & (segmentation["size"] == largest)]
+        parts = [f"real CT {real['dice'].mean():.2f} (bone {real.loc[bone, 'dice'].mean():.2f})"]
+        for model in ("cyclegan", "cyclegan_gc", "reference_supervised"):
+            rows = synthetic[synthetic["model"] == model]
+            if not rows.empty:
+                parts.append(f"{model} {rows['dice'].mean():.2f} (bone {rows.loc[bone, 'dice'].mean():.2f})")
+        lines.append(f"- **Synthetic CT for segmentation** (size {largest:g}, mean Dice over structures, folds and "
+                     f"subjects): " + "; ".join(parts) + ".")
+    return lines + [""]
+
+
+def readme_results(summary_md: str | os.PathLike, statistics_csv: str | os.PathLike,
+                   synthesis_csv: str | os.PathLike | None = None, segmentation_csv: str | os.PathLike | None = None) -> str:
+    """The README's results block: the summary tables, the GC-vs-no-GC tests and, given the
+    metric tables, the paper's findings checked against them — all from the tables."""
     stats = pd.read_csv(statistics_csv)
     lines = [Path(summary_md).read_text().strip(), "", "### CycleGAN + GC against CycleGAN (paired by fold and subject)", "",
              "| metric | size | mean GC | mean no GC | mean difference [95 % CI] | Wilcoxon p | better |",
@@ -77,6 +144,9 @@ def readme_results(summary_md: str | os.PathLike, statistics_csv: str | os.PathL
             f"| {row.metric} | {row.size:g} | {row.mean_a:.3g} | {row.mean_b:.3g} | {row.mean_difference:+.3g} "
             f"[{row.ci_low:+.3g}, {row.ci_high:+.3g}] | {row.wilcoxon_p:.3g} | {row.better} |"
         )
+    if synthesis_csv is not None:
+        segmentation = pd.read_csv(segmentation_csv) if segmentation_csv and Path(segmentation_csv).exists() else None
+        lines += [""] + findings(pd.read_csv(synthesis_csv), stats, segmentation)
     return "\n".join(lines) + "\n"
 
 

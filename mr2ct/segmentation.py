@@ -45,10 +45,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import InputError, Volume, atomic_write_text, read_volume, write_volume
+from .io import InputError, Volume, read_volume, write_volume
 from .networks import UNet2d
 from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct
-from .training import TrainingInterrupted, load_checkpoint, save_checkpoint
+from .training import load_checkpoint, resume, run_steps, save_checkpoint, write_history
 
 __all__ = [
     "SegmentationSettings",
@@ -330,7 +330,6 @@ def train_segmentation(
     ``losses.tsv`` (step, loss, ce, dice_loss, lr), ``validation.tsv``
     (step, mean_dice; only with validation subjects) and ``loss_curves.png``.
     """
-    from tqdm import tqdm
 
     s = settings
     out_dir = Path(out_dir)
@@ -353,17 +352,7 @@ def train_segmentation(
 
     run = _Run(s, device, np.bincount(labels.numpy().ravel(), minlength=s.n_classes))
     checkpoint = out_dir / "checkpoint.pt"
-    if checkpoint.exists():
-        state = load_checkpoint(checkpoint)
-        if not isinstance(state, dict) or state.get("digest") != s.digest() or state.get("format") != CHECKPOINT_FORMAT \
-                or state.get("kind") != "segmentation":
-            log.warning("checkpoint %s was written with other settings; starting afresh", checkpoint)
-        else:
-            run.load_state_dict(state)
-            log.info("resumed from %s at step %d", checkpoint, run.step)
-
-    def write_checkpoint() -> None:
-        save_checkpoint(checkpoint, run.state_dict())
+    resume(run, checkpoint, {"digest": s.digest(), "format": CHECKPOINT_FORMAT, "kind": "segmentation"})
 
     def validate() -> None:
         if not val_subjects:
@@ -374,49 +363,21 @@ def train_segmentation(
         run.validation.append({"step": run.step, "mean_dice": score})
         log.info("step %d: validation mean Dice %.3f", run.step, score)
 
-    if run.step == 0 and s.eval_every > 0:
-        validate()
-    bar = tqdm(total=s.steps, initial=run.step, desc="train segmenter", unit="step", disable=not progress, mininterval=2.0)
-    budget = s.time_budget_minutes * 60.0
-    while run.step < s.steps:
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(0, len(images), (s.batch_size,), generator=run.data_rng)
         batch = images[idx]
         if s.augment:
             batch = _augment(batch, run.data_rng)
-        losses = run.train_step(batch.to(device), labels[idx].to(device))
-        run.history.append(losses)
-        run.step += 1
-        bar.update()
-        if run.step % 25 == 0:
-            recent = np.asarray(run.history[-25:])
-            bar.set_postfix(loss=f"{recent[:, 0].mean():.3f}", ce=f"{recent[:, 1].mean():.3f}", dice=f"{recent[:, 2].mean():.3f}")
-        if s.eval_every > 0 and (run.step % s.eval_every == 0 or run.step == s.steps):
-            validate()
-        if run.step % s.checkpoint_every == 0 and run.step < s.steps:
-            write_checkpoint()
-        if budget > 0 and time.monotonic() - started > budget and run.step < s.steps:
-            write_checkpoint()
-            bar.close()
-            raise TrainingInterrupted(f"time budget of {s.time_budget_minutes} min reached at step {run.step}; checkpoint written, rerun to resume")
-    bar.close()
-    write_checkpoint()
-    _write_tables(out_dir, run)
+        return batch.to(device), labels[idx].to(device)
+
+    run_steps(run, s, checkpoint, next_batch, validate, desc="train segmenter", progress=progress,
+              postfix={"loss": 0, "ce": 1, "dice": 2}, started=started)
+    write_history(out_dir, run.history, LOSS_COLUMNS, run.validation, ["step", "mean_dice"])
     plot_segmentation_losses(out_dir / "loss_curves.png", np.asarray(run.history).reshape(-1, len(LOSS_COLUMNS)), run.validation)
     model_path = out_dir / "model.pt"
     save_checkpoint(model_path, {"state_dict": run.net.state_dict(), "n_classes": s.n_classes, "base": s.base,
                                  "depth": s.depth, "digest": s.digest(), "steps": s.steps})
     return model_path
-
-
-def _write_tables(out_dir: Path, run: _Run) -> None:
-    import pandas as pd
-
-    history = pd.DataFrame(run.history, columns=list(LOSS_COLUMNS))
-    history.insert(0, "step", np.arange(1, len(history) + 1))
-    atomic_write_text(out_dir / "losses.tsv", history.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))
-    if run.validation:
-        table = pd.DataFrame(run.validation, columns=["step", "mean_dice"])
-        atomic_write_text(out_dir / "validation.tsv", table.to_csv(sep="\t", index=False, float_format="%.4f", lineterminator="\n"))
 
 
 def plot_segmentation_losses(path: str | os.PathLike, history: np.ndarray, validation: Sequence[dict]) -> Path:

@@ -31,7 +31,12 @@ import pandas as pd
 
 from .io import InputError
 
-__all__ = ["FoldSplit", "TrainingSet", "check_sizes", "make_folds", "splits_from_config", "splits_table", "write_splits"]
+__all__ = ["FoldSplit", "TrainingSet", "check_sizes", "make_folds", "splits_from_config", "splits_table", "statistics_warning",
+           "write_splits"]
+
+#: The exact two-sided Wilcoxon signed-rank test on n pairs cannot give p below 2 / 2**n,
+#: which is under 0.05 only from n = 6 pairs on.
+MIN_PAIRS_FOR_P05 = 6
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,16 @@ def splits_from_config(subjects: list[str], config: dict[str, Any]) -> list[Fold
     folds = make_folds(subjects, sp["folds"], config["seed"], sp["validation_subjects"])
     check_sizes(folds, sp["sizes"], sp["pairing"])
     return folds
+
+
+def statistics_warning(folds: list[FoldSplit]) -> str | None:
+    """A warning when the design has too few test subjects for the paired tests to mean anything."""
+    n = sum(len(f.test) for f in folds)
+    if n >= MIN_PAIRS_FOR_P05:
+        return None
+    return (f"only {n} test subject(s) over all folds: a paired Wilcoxon test of {n} pairs cannot reach p < 0.05 "
+            f"(it needs at least {MIN_PAIRS_FOR_P05}); the statistics will not resolve any difference. "
+            "Add subjects (data.phantom.subjects or your cohort).")
 
 
 def splits_table(folds: list[FoldSplit], sizes: list[int], pairing: str) -> pd.DataFrame:

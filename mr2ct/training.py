@@ -459,6 +459,74 @@ def evaluate(generator: torch.nn.Module, subjects: Sequence[PreprocessedSubject]
 # --------------------------------------------------------------------------
 
 
+def resume(run: Any, checkpoint: Path, expect: dict[str, Any]) -> None:
+    """Load ``checkpoint`` into ``run`` when it exists and its entries match ``expect``
+    (settings digest, format, kind); otherwise keep the fresh run (with a warning)."""
+    if not checkpoint.exists():
+        return
+    state = load_checkpoint(checkpoint)
+    if not isinstance(state, dict) or any(state.get(key) != value for key, value in expect.items()):
+        log.warning("checkpoint %s was written with other settings; starting afresh", checkpoint)
+        return
+    run.load_state_dict(state)
+    log.info("resumed from %s at step %d", checkpoint, run.step)
+
+
+def run_steps(run: Any, settings: Any, checkpoint: Path, next_batch, validate, *, desc: str,
+              postfix: dict[str, int], progress: bool = True, started: float | None = None) -> None:
+    """The resumable optimisation loop shared by every network of the workflow.
+
+    ``run`` holds the state (``step``, ``history``, ``train_step``, ``state_dict``);
+    ``next_batch()`` draws the next batch from the run's own generator, so a resumed run
+    draws what an uninterrupted one would. Validates at step 0 (fresh runs), every
+    ``eval_every`` steps and at the end; writes an atomic checkpoint every
+    ``checkpoint_every`` steps and at the end; with ``time_budget_minutes`` > 0, writes a
+    checkpoint and raises :class:`TrainingInterrupted` once the budget (counted from
+    ``started``, a ``time.monotonic()`` value, by default now) is spent.
+    ``postfix`` maps progress-bar labels to loss columns (running mean of 25 steps).
+    """
+    from tqdm import tqdm
+
+    started = time.monotonic() if started is None else started
+    s = settings
+    if run.step == 0 and s.eval_every > 0:
+        validate()
+    bar = tqdm(total=s.steps, initial=run.step, desc=desc, unit="step", disable=not progress, mininterval=2.0)
+    budget = s.time_budget_minutes * 60.0
+    while run.step < s.steps:
+        run.history.append(run.train_step(*next_batch()))
+        run.step += 1
+        bar.update()
+        if run.step % 25 == 0:
+            recent = np.asarray(run.history[-25:])
+            bar.set_postfix({label: f"{recent[:, column].mean():.3f}" for label, column in postfix.items()})
+        if s.eval_every > 0 and (run.step % s.eval_every == 0 or run.step == s.steps):
+            validate()
+        if run.step % s.checkpoint_every == 0 and run.step < s.steps:
+            save_checkpoint(checkpoint, run.state_dict())
+        if budget > 0 and time.monotonic() - started > budget and run.step < s.steps:
+            save_checkpoint(checkpoint, run.state_dict())
+            bar.close()
+            raise TrainingInterrupted(f"time budget of {s.time_budget_minutes} min reached at step {run.step}; "
+                                      "checkpoint written, rerun to resume")
+    bar.close()
+    save_checkpoint(checkpoint, run.state_dict())
+
+
+def write_history(out_dir: Path, history: Sequence[Sequence[float]], columns: Sequence[str],
+                  validation: Sequence[dict], validation_columns: Sequence[str] | None = None) -> None:
+    """``losses.tsv`` (one row per step) and, when there are validation scores, ``validation.tsv``."""
+    import pandas as pd
+
+    table = pd.DataFrame(list(history), columns=list(columns))
+    table.insert(0, "step", np.arange(1, len(table) + 1))
+    atomic_write_text(out_dir / "losses.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))
+    if validation:
+        scores = pd.DataFrame(list(validation), columns=validation_columns)
+        atomic_write_text(out_dir / "validation.tsv",
+                          scores.to_csv(sep="\t", index=False, float_format="%.4f", lineterminator="\n"))
+
+
 def train_run(
     settings: TrainSettings,
     mr_caches: Sequence[str | os.PathLike],
@@ -474,8 +542,6 @@ def train_run(
     written by the same settings. With a time budget, stops after writing a
     checkpoint and raises :class:`TrainingInterrupted`.
     """
-    from tqdm import tqdm
-
     from .plotting import plot_losses, plot_montage
 
     s = settings
@@ -501,16 +567,7 @@ def train_run(
 
     run = _Run(s, device)
     checkpoint = out_dir / "checkpoint.pt"
-    if checkpoint.exists():
-        state = load_checkpoint(checkpoint)
-        if state.get("digest") != s.digest() or state.get("format") != CHECKPOINT_FORMAT:
-            log.warning("checkpoint %s was written with other settings; starting afresh", checkpoint)
-        else:
-            run.load_state_dict(state)
-            log.info("resumed from %s at step %d", checkpoint, run.step)
-
-    def write_checkpoint() -> None:
-        save_checkpoint(checkpoint, run.state_dict())
+    resume(run, checkpoint, {"digest": s.digest(), "format": CHECKPOINT_FORMAT})
 
     def validate() -> None:
         if not val_subjects:
@@ -531,12 +588,7 @@ def train_run(
         log.info("step %d: validation MAE %.1f HU, boundary MAE %.1f HU (constant baseline %.1f HU)",
                  run.step, scores["mae"], scores["mae_boundary"], scores["baseline_constant_mae"])
 
-    if run.step == 0 and s.eval_every > 0:
-        validate()
-    bar = tqdm(total=s.steps, initial=run.step, desc=f"train {s.model}", unit="step", disable=not progress,
-               mininterval=2.0, file=None)
-    budget = s.time_budget_minutes * 60.0
-    while run.step < s.steps:
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
         mr_idx = torch.randint(0, len(mr_pool), (s.batch_size,), generator=run.data_rng)
         if s.model == "reference_supervised":
             ct_idx = mr_idx
@@ -551,24 +603,11 @@ def train_run(
         mr, ct = mr.to(device), ct.to(device)
         if s.channels_last:
             mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)
-        losses = run.train_step(mr, ct)
-        run.history.append(losses)
-        run.step += 1
-        bar.update()
-        if run.step % 25 == 0:
-            recent = np.asarray(run.history[-25:])
-            bar.set_postfix(G=f"{recent[:, 0].mean():.3f}", cyc=f"{recent[:, 2].mean():.3f}", D=f"{recent[:, 5].mean():.3f}")
-        if s.eval_every > 0 and (run.step % s.eval_every == 0 or run.step == s.steps):
-            validate()
-        if run.step % s.checkpoint_every == 0 and run.step < s.steps:
-            write_checkpoint()
-        if budget > 0 and time.monotonic() - started > budget and run.step < s.steps:
-            write_checkpoint()
-            bar.close()
-            raise TrainingInterrupted(f"time budget of {s.time_budget_minutes} min reached at step {run.step}; checkpoint written, rerun to resume")
-    bar.close()
-    write_checkpoint()
-    _write_tables(out_dir, run)
+        return mr, ct
+
+    run_steps(run, s, checkpoint, next_batch, validate, desc=f"train {s.model}", progress=progress,
+              postfix={"G": 0, "cyc": 2, "D": 5}, started=started)
+    write_history(out_dir, run.history, LOSS_COLUMNS, run.validation)
     plot_losses(out_dir / "loss_curves.png", np.asarray(run.history), LOSS_COLUMNS, run.validation, title=f"{s.model}")
     generator_path = out_dir / "generator.pt"
     selected = run.best_state if run.best_state is not None else run.nets.g_ct.state_dict()
@@ -579,12 +618,3 @@ def train_run(
     return generator_path
 
 
-def _write_tables(out_dir: Path, run: _Run) -> None:
-    import pandas as pd
-
-    history = pd.DataFrame(run.history, columns=list(LOSS_COLUMNS))
-    history.insert(0, "step", np.arange(1, len(history) + 1))
-    atomic_write_text(out_dir / "losses.tsv", history.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))
-    if run.validation:
-        atomic_write_text(out_dir / "validation.tsv",
-                          pd.DataFrame(run.validation).to_csv(sep="\t", index=False, float_format="%.4f", lineterminator="\n"))

@@ -14,7 +14,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_BASEDIR, os.environ.get(
 
 from mr2ct.cohort import cohort_from_config
 from mr2ct.config import load_yaml, merge, validate_config
-from mr2ct.splits import splits_from_config
+from mr2ct.splits import splits_from_config, statistics_warning
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
@@ -29,6 +29,8 @@ config.update(_effective)
 COHORT = cohort_from_config(config, RESULTS)
 SUBJECTS = COHORT.ids
 FOLDS = splits_from_config(SUBJECTS, config)
+if statistics_warning(FOLDS):
+    print(f"mr2ct: warning: {statistics_warning(FOLDS)}", file=sys.stderr)
 SIZES = sorted(config["splits"]["sizes"])
 MODELS = config["models"]
 FOLD_IDS = [f.fold for f in FOLDS]

@@ -461,6 +461,13 @@ def test_mr_ct_shape_mismatch(tmp_path, synthrad):
     expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path), "shape", "differs from the CT's")
 
 
+def test_mask_larger_than_the_image(tmp_path, synthrad):
+    path = synthrad / "phantom002" / "mask.nii.gz"
+    mask, affine = load_disk(path)
+    write_nifti(path, np.pad(mask, ((0, 8), (0, 8), (0, 0))).astype(np.uint8), affine)
+    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "shape", "differs from the CT's")
+
+
 def test_spacing_mismatch(tmp_path, synthrad):
     path = synthrad / "phantom001" / "mask.nii.gz"
     mask, affine = load_disk(path)

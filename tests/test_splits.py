@@ -64,3 +64,12 @@ def test_splits_table_is_readable():
     assert list(table.columns) == ["fold", "size", "subject", "role"]
     assert set(table["role"]) == {"test", "validation", "train_mr", "train_ct"}
     assert (table["role"] == "test").sum() == 8
+
+
+def test_too_few_test_subjects_for_statistics_warns_with_the_count():
+    from mr2ct.splits import make_folds, statistics_warning
+
+    few = make_folds([f"s{i}" for i in range(5)], folds=2, seed=0, validation_subjects=1)
+    warning = statistics_warning(few)
+    assert warning is not None and "only 5 test subject(s)" in warning and "p < 0.05" in warning
+    assert statistics_warning(make_folds([f"s{i}" for i in range(12)], folds=3, seed=0)) is None
