@@ -17,7 +17,7 @@ import pandas as pd
 from .evaluation import write_table
 from .io import atomic_write_text
 
-__all__ = ["README_MARKERS", "figures_job", "readme_results", "statistics_job", "update_readme"]
+__all__ = ["README_MARKERS", "figures_job", "provenance_summary_job", "readme_results", "statistics_job", "update_readme"]
 
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 SYNTHESIS_METRICS = ("mae", "psnr", "ssim", "mae_boundary")
@@ -63,6 +63,14 @@ def figures_job(synthesis_csv, segmentation_csv, loss_paths: Sequence[str | os.P
     segmentation = pd.read_csv(segmentation_csv) if segmentation_csv else None
     written = render_all(synthesis, segmentation, read_loss_tables(loss_paths), out_dir, seed=seed)
     return written + plot_metric_vs_size(synthesis, "ssim", Path(out_dir) / FIGURE_STEMS["ssim"], seed=seed)
+
+
+def provenance_summary_job(workdir: str | os.PathLike, out_csv: str | os.PathLike) -> Path:
+    """``provenance_summary.csv``: the code versions and configs behind the run's records."""
+    from .provenance import code_summary
+
+    columns = ["commit", "dirty", "diff_sha256", "version", "config_sha256", "records", "rules", "first_started", "last_ended"]
+    return write_table(pd.DataFrame(code_summary(workdir), columns=columns), out_csv)
 
 
 def _verdict(low: float, high: float, lower_is_better: bool = True) -> str:

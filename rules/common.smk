@@ -162,4 +162,5 @@ def get_final_output():
         *([f"{RESULTS}/tables/segmentation_metrics.csv"] if LABELLED else []),
         f"{RESULTS}/tables/statistics.csv",
         *[f"{RESULTS}/figures/{stem}.{ext}" for stem in [*TABLE_FIGURES, "qualitative_hip"] for ext in ("png", "pdf")],
+        f"{RESULTS}/tables/provenance_summary.csv",
     ]

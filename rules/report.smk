@@ -84,3 +84,22 @@ rule qualitative_figure:
         "../envs/data.yaml"
     script:
         "../workflow_scripts/qualitative_figure.py"
+
+
+rule provenance_summary:
+    input:
+        [f for f in get_final_output() if not f.endswith("provenance_summary.csv")],
+    output:
+        report(f"{RESULTS}/tables/provenance_summary.csv", caption="../report/provenance_summary.rst", category="Provenance"),
+    log:
+        f"{LOGS}/provenance_summary.log",
+    benchmark:
+        f"{BENCH}/provenance_summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow_scripts/provenance_summary.py"

@@ -70,6 +70,8 @@ def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
     for subject in ("phantom001", "phantom003", "phantom005"):
         assert (results / f"synthetic_ct/2/cyclegan_gc/fold0/{subject}.nii.gz").exists()
         assert (results / f"labels/2/cyclegan_gc/fold0/{subject}.nii.gz").exists()
+    code = pd.read_csv(results / "tables/provenance_summary.csv")
+    assert len(code) == 1 and code["records"].iloc[0] > 50  # one code version and config made every record
     snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "--report", str(results / "report.html"))
     assert (results / "report.html").stat().st_size > 100_000
 
@@ -109,7 +111,7 @@ def test_report_renders_every_figure_in_a_headless_browser(tiny_run, tmp_path):
     assert found, f"the check script left no record; page start:\n{dom[:2000]}"
     record = json.loads(html.unescape(found[-1]))
     assert record["errors"] == []
-    assert record["categories"] == ["Figures", "Tables"]
+    assert set(record["categories"]) == {"Figures", "Provenance", "Tables"}
     assert "Hiasa et al. 2018" in record["workflowText"]
     shown = {Path(r["file"]).stem: r for r in record["results"] if r["category"] == "Figures"}
     assert set(shown) == set(FIGURE_STEMS)

@@ -1,0 +1,6 @@
+"""Snakemake adapter: which code and config made the results (for the report)."""
+from mr2ct.report import provenance_summary_job
+from mr2ct.workflow import run
+
+sm = snakemake  # noqa: F821  (provided by Snakemake)
+run(sm, lambda: provenance_summary_job(".", sm.output[0]))
