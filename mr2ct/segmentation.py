@@ -29,15 +29,12 @@ the untrained network predicts the class prior (faster start; see
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +45,7 @@ import torch.nn.functional as F
 from .io import InputError, Volume, read_volume, write_volume
 from .networks import UNet2d
 from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct
+from .settings import SegmentationSettings
 from .training import load_checkpoint, resume, run_steps, save_checkpoint, write_history
 
 __all__ = [
@@ -66,68 +64,11 @@ log = logging.getLogger("mr2ct.segmentation")
 
 LOSS_COLUMNS = ("loss", "ce", "dice_loss", "lr")
 CHECKPOINT_FORMAT = 1
-#: Constant mixed into the seed of segmentation runs (distinct from the training runs' 303).
-SEED_TAG = 505
 #: Intensity augmentation of normalised CT: scale ×U(1 ± SCALE), shift +U(± SHIFT).
 AUGMENT_SCALE = 0.1
 AUGMENT_SHIFT = 0.05
 #: Additive smoothing of the soft Dice (per class, over the whole batch).
 DICE_SMOOTH = 1.0
-
-
-@dataclass(frozen=True)
-class SegmentationSettings:
-    """Hyperparameters of one segmentation training run (see ``segmentation:`` in config.yaml)."""
-
-    steps: int = 800
-    batch_size: int = 8
-    lr: float = 1e-3
-    base: int = 16
-    depth: int = 3
-    dice_weight: float = 1.0
-    min_body_fraction: float = 0.05
-    augment: bool = True
-    checkpoint_every: int = 200
-    eval_every: int = 200
-    seed: int = 0
-    device: str = "auto"
-    time_budget_minutes: float = 0.0  # 0: no budget
-    n_classes: int = 13  # background + the 12 phantom labels; give it from the label table in general
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise InputError(f"config key 'segmentation.steps'/'segmentation.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}")
-        if self.lr <= 0:
-            raise InputError(f"config key 'segmentation.lr' must be > 0, got {self.lr}")
-        if self.base < 1 or self.depth < 0:
-            raise InputError(f"config keys 'segmentation.base'/'segmentation.depth' must be ≥ 1/≥ 0, got {self.base}/{self.depth}")
-        if self.dice_weight < 0:
-            raise InputError(f"config key 'segmentation.dice_weight' must be ≥ 0, got {self.dice_weight}")
-        if not 0.0 <= self.min_body_fraction < 1.0:
-            raise InputError(f"config key 'segmentation.min_body_fraction' must be in [0, 1), got {self.min_body_fraction}")
-        if self.checkpoint_every < 1:
-            raise InputError(f"config key 'segmentation.checkpoint_every' must be ≥ 1, got {self.checkpoint_every}")
-        if self.n_classes < 2:
-            raise InputError(f"a segmentation needs at least 2 classes (background + 1 label), got {self.n_classes}")
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], fold: int, n_classes: int) -> SegmentationSettings:
-        """Settings of one fold's run; the seed is derived from the config seed and the fold."""
-        seg = dict(config["segmentation"])
-        seg.pop("threads", None)  # a resource of the job, not a hyperparameter
-        names = {f.name for f in dataclasses.fields(cls)} - {"seed", "n_classes"}
-        unknown = set(seg) - names
-        if unknown:
-            raise InputError(f"config key 'segmentation': unknown key(s) {sorted(unknown)}")
-        seed = int(np.random.SeedSequence([int(config["seed"]), SEED_TAG, int(fold)]).generate_state(1)[0])
-        return cls(seed=seed, n_classes=int(n_classes), **seg)
-
-    def digest(self) -> str:
-        """Hash of everything that determines the result (not the time budget, schedule of checkpoints/evaluations or device)."""
-        fields = dataclasses.asdict(self)
-        for key in ("time_budget_minutes", "checkpoint_every", "eval_every", "device"):
-            fields.pop(key)
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------

@@ -31,7 +31,6 @@ the learning-rate decay), which selection guards against.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from .losses import cycle_loss, gradient_consistency, gradient_consistency_loss,
 from .metrics import mae, mae_boundary
 from .networks import PatchDiscriminator, ResnetGenerator, init_weights
 from .preprocess import PreprocessedSubject, load_preprocessed
+from .settings import MODELS, TrainSettings
 
 __all__ = [
     "MODELS",
@@ -61,79 +61,12 @@ __all__ = [
 
 log = logging.getLogger("mr2ct.training")
 
-MODELS = ("cyclegan", "cyclegan_gc", "reference_supervised")
 LOSS_COLUMNS = ("loss_g", "adv", "cycle", "identity", "gc_loss", "loss_d", "gc_mr_to_ct", "lr")
 CHECKPOINT_FORMAT = 1
 
 
 class TrainingInterrupted(RuntimeError):
     """Training stopped at its wall-time budget after writing a checkpoint; rerun to resume."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyperparameters of one training run (see ``train:`` in config.yaml)."""
-
-    model: str = "cyclegan_gc"
-    steps: int = 1500
-    batch_size: int = 4
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    decay_fraction: float = 0.5
-    pool_size: int = 50
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.0
-    gc_weight: float = 0.0
-    gc_absolute: bool = True
-    ngf: int = 16
-    n_blocks: int = 6
-    ndf: int = 32
-    n_layers: int = 3
-    min_body_fraction: float = 0.05
-    augment: bool = True
-    checkpoint_every: int = 250
-    eval_every: int = 250
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "none"
-    channels_last: bool = False
-    time_budget_minutes: float = 0.0  # 0: no budget
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise InputError(f"unknown model '{self.model}' (one of {', '.join(MODELS)})")
-        if self.steps < 1 or self.batch_size < 1:
-            raise InputError(f"config key 'train.steps'/'train.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}")
-        if self.gc_weight < 0:
-            raise InputError(f"config key 'train.gc_weight' must be ≥ 0, got {self.gc_weight}")
-        if self.amp not in ("none", "bf16"):
-            raise InputError(f"config key 'train.amp' must be none or bf16, got {self.amp}")
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int) -> TrainSettings:
-        """Settings of one run; the seed is derived from the config seed, size, model and fold."""
-        train = dict(config["train"])
-        train.pop("threads", None)  # a resource of the job, not a hyperparameter
-        gc_weight = float(train.pop("gc_weight")) if model == "cyclegan_gc" else 0.0
-        train.pop("gc_weight", None)
-        if model == "reference_supervised":
-            train["steps"] = int(train.pop("supervised_steps"))
-        else:
-            train.pop("supervised_steps", None)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(train) - names
-        if unknown:
-            raise InputError(f"config key 'train': unknown key(s) {sorted(unknown)}")
-        seed = int(np.random.SeedSequence([int(config["seed"]), 303, size, MODELS.index(model), fold]).generate_state(1)[0])
-        return cls(model=model, gc_weight=gc_weight, seed=seed, **train)
-
-    def digest(self) -> str:
-        """Hash of everything that determines the result (not the time budget or device)."""
-        fields = dataclasses.asdict(self)
-        for key in ("time_budget_minutes", "checkpoint_every", "eval_every", "device"):
-            fields.pop(key)
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------

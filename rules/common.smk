@@ -82,7 +82,7 @@ def train_inputs(wildcards):
 def train_settings(wildcards):
     """Hyperparameters and seed of one run (a dict, so Snakemake reruns a job when they change)."""
     from dataclasses import asdict
-    from mr2ct.training import TrainSettings
+    from mr2ct.settings import TrainSettings
 
     return asdict(TrainSettings.from_config(config, wildcards.model, int(wildcards.size), int(wildcards.fold)))
 
@@ -90,7 +90,7 @@ def train_settings(wildcards):
 def segmentation_settings(wildcards):
     from dataclasses import asdict
     from mr2ct.cohort import read_label_table
-    from mr2ct.segmentation import SegmentationSettings
+    from mr2ct.settings import SegmentationSettings
 
     if COHORT.generated:  # the phantom's table is written by a job; its ids are fixed
         from mr2ct.phantom import LABELS as table
