@@ -22,6 +22,17 @@ from .io import InputError
 __all__ = ["MODELS", "SegmentationSettings", "TrainSettings"]
 
 MODELS = ("cyclegan", "cyclegan_gc", "reference_supervised")
+#: Settings that do not change a run's result: how long it may take, how often it is
+#: checkpointed and validated, where it runs. Left out of the digest that checkpoints carry.
+SCHEDULE_FIELDS = ("time_budget_minutes", "checkpoint_every", "eval_every", "device")
+
+
+def _digest(settings: Any) -> str:
+    """Hash of every setting that determines a run's result."""
+    fields = dataclasses.asdict(settings)
+    for key in SCHEDULE_FIELDS:
+        fields.pop(key)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 #: Constant mixed into the seed of segmentation runs (distinct from the training runs' 303).
 SEED_TAG = 505
 
@@ -86,10 +97,7 @@ class TrainSettings:
 
     def digest(self) -> str:
         """Hash of everything that determines the result (not the time budget or device)."""
-        fields = dataclasses.asdict(self)
-        for key in ("time_budget_minutes", "checkpoint_every", "eval_every", "device"):
-            fields.pop(key)
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self)
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,4 @@ class SegmentationSettings:
 
     def digest(self) -> str:
         """Hash of everything that determines the result (not the time budget, schedule of checkpoints/evaluations or device)."""
-        fields = dataclasses.asdict(self)
-        for key in ("time_budget_minutes", "checkpoint_every", "eval_every", "device"):
-            fields.pop(key)
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self)
