@@ -270,3 +270,40 @@ def test_to_markdown_renders_mean_pm_sd():
     assert "25.62 ± 0.71" in body  # psnr 25.123 and 26.123: 2 decimals
     assert re.search(r"\|\s+70\.0\s+\|", body)  # a single value: no sd
     assert "–" in body  # all-NaN PSNR at size 4
+
+
+def test_readme_findings_read_the_tables_right(tmp_path):
+    """A constructed run where the answers are known: GC lowers boundary MAE by ~30 HU,
+    more data lowers cyclegan_gc's MAE by ~40 HU and leaves cyclegan's unchanged, and the
+    constant baseline sits at 100 HU."""
+    from mr2ct.report import readme_results, statistics_job
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for fold in range(3):
+        for k in range(4):
+            subject = f"s{fold}{k}"
+            for size in (2, 6):
+                noise = rng.normal(0, 2, 4)
+                rows += [
+                    dict(size=size, model="baseline_constant", fold=fold, subject=subject, mae=100 + noise[0], psnr=25, ssim=0.8,
+                         mae_boundary=600),
+                    dict(size=size, model="cyclegan", fold=fold, subject=subject, mae=150 + noise[1], psnr=24, ssim=0.7,
+                         mae_boundary=560 + noise[2]),
+                    dict(size=size, model="cyclegan_gc", fold=fold, subject=subject, mae=(130 if size == 2 else 90) + noise[3],
+                         psnr=26, ssim=0.8, mae_boundary=530 + noise[2] + rng.normal(0, 1)),
+                ]
+    synthesis = pd.DataFrame(rows)
+    synthesis.to_csv(tmp_path / "synthesis.csv", index=False)
+    statistics_job(tmp_path / "synthesis.csv", None, tmp_path / "stats.csv", tmp_path / "summary.csv", tmp_path / "summary.md", seed=0)
+    block = readme_results(tmp_path / "summary.md", tmp_path / "stats.csv", tmp_path / "synthesis.csv")
+    lines = block.splitlines()
+    gc_data = next(line for line in lines if "More training data" in line and "(cyclegan_gc)" in line)
+    assert gc_data.endswith(": lower.") and "(n = 12)" in gc_data
+    no_gc_data = next(line for line in lines if "More training data" in line and "(cyclegan)" in line)
+    assert no_gc_data.endswith("no resolved difference.")
+    boundary = [line for line in lines if "GC → lower boundary MAE" in line]
+    assert len(boundary) == 2 and all(line.endswith("lower with GC.") for line in boundary)
+    ratio_row = next(line for line in lines if line.startswith("| cyclegan_gc |"))
+    ratios = [float(v) for v in ratio_row.strip("|").split("|")[1:]]
+    assert ratios == pytest.approx([1.30, 0.90], abs=0.03)  # 130 and 90 HU against a 100 HU baseline
