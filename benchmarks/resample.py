@@ -18,7 +18,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from mr2ct.preprocess import SliceGrid
+from mr2ct.preprocess import SliceGrid, resample_planes
 
 
 def scipy_to_volume(grid: SliceGrid, slices: np.ndarray, shape_xy: tuple[int, int], cval: float) -> np.ndarray:
@@ -54,17 +54,14 @@ def main() -> None:
     t_old, old = best_of(lambda: scipy_to_volume(grid, one, shape_xy, -1024.0))
 
     probs = rng.random((args.slices, args.classes, args.size, args.size)).astype(np.float32)
-    wx, vx, wy, vy = grid.volume_weights(shape_xy)
+    weights = grid.volume_weights(shape_xy)
+    fill = np.zeros((args.classes, 1, 1), dtype=np.float32)
+    fill[0] = 1.0
 
-    def argmax_new() -> np.ndarray:
+    def argmax_new() -> np.ndarray:  # what segment_ct does
         labels = np.empty((*shape_xy, args.slices), dtype=np.uint8)
         for k in range(args.slices):
-            full = np.matmul(np.matmul(wy, probs[k]), wx.T)
-            full[:, ~vy, :] = 0.0
-            full[:, :, ~vx] = 0.0
-            full[0, ~vy, :] = 1.0
-            full[0, :, ~vx] = 1.0
-            labels[:, :, k] = full.argmax(axis=0).T
+            labels[:, :, k] = resample_planes(probs[k], weights, fill).argmax(axis=0).T
         return labels
 
     def argmax_old() -> np.ndarray:

@@ -149,11 +149,18 @@ class SliceGrid:
         """Resample slices ``(Z, size, size)`` back onto the subject's ``(X, Y, Z)`` grid (linear)."""
         if order != 1:
             raise ValueError("to_volume interpolates linearly (order=1) only")
-        wx, vx, wy, vy = self.volume_weights(shape_xy)
-        zyx = np.matmul(np.matmul(wy, np.asarray(slices, dtype=np.float32)), wx.T)  # (Z, Y, X)
-        zyx[:, ~vy, :] = cval
-        zyx[:, :, ~vx] = cval
+        zyx = resample_planes(np.asarray(slices, dtype=np.float32), self.volume_weights(shape_xy), cval)  # (Z, Y, X)
         return np.ascontiguousarray(zyx.transpose(2, 1, 0), dtype=np.float32)
+
+
+def resample_planes(planes: np.ndarray, weights: tuple[np.ndarray, ...], fill) -> np.ndarray:
+    """Planes ``(..., size, size)`` → ``(..., Y, X)`` with :meth:`SliceGrid.volume_weights`;
+    ``fill`` outside the slice grid (a scalar, or per leading index shaped ``(..., 1, 1)``)."""
+    wx, vx, wy, vy = weights
+    out = np.matmul(np.matmul(wy, planes), wx.T)
+    out[..., ~vy, :] = fill
+    out[..., :, ~vx] = fill
+    return out
 
 
 def _grid_for(mask: np.ndarray, spacing: tuple[float, float, float], settings: PreprocessSettings) -> SliceGrid:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from .io import InputError, Volume, read_volume, write_volume
 from .networks import UNet2d
-from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct
+from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct, resample_planes
 from .settings import SegmentationSettings
 from .training import load_checkpoint, resume, run_steps, save_checkpoint, write_history
 
@@ -389,15 +389,12 @@ def segment_ct(model: torch.nn.Module, ct_hu: np.ndarray, cache: PreprocessedSub
     normalised = normalise_ct(slices, cache.ct_hu_points, cache.ct_norm_points)
     del slices
     probs = predict_probabilities(model, normalised, batch_size)
-    wx, vx, wy, vy = cache.grid.volume_weights(tuple(cache.shape[:2]))
+    weights = cache.grid.volume_weights(tuple(cache.shape[:2]))
     fill = np.zeros((probs.shape[1], 1, 1), dtype=np.float32)
     fill[0] = 1.0  # outside the field of view: background
     labels = np.empty(tuple(cache.shape), dtype=np.uint8)
     for k in range(probs.shape[0]):
-        full = np.matmul(np.matmul(wy, probs[k]), wx.T)  # (C, Y, X)
-        full[:, ~vy, :] = fill
-        full[:, :, ~vx] = fill
-        labels[:, :, k] = full.argmax(axis=0).T
+        labels[:, :, k] = resample_planes(probs[k], weights, fill).argmax(axis=0).T  # (C, Y, X) → (X, Y)
     return labels
 
 

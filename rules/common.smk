@@ -29,8 +29,9 @@ config.update(_effective)
 COHORT = cohort_from_config(config, RESULTS)
 SUBJECTS = COHORT.ids
 FOLDS = splits_from_config(SUBJECTS, config)
-if statistics_warning(FOLDS):
-    print(f"mr2ct: warning: {statistics_warning(FOLDS)}", file=sys.stderr)
+_design_warning = statistics_warning(FOLDS)
+if _design_warning:
+    print(f"mr2ct: warning: {_design_warning}", file=sys.stderr)
 SIZES = sorted(config["splits"]["sizes"])
 MODELS = config["models"]
 FOLD_IDS = [f.fold for f in FOLDS]
