@@ -59,6 +59,7 @@ class TrainSettings:
     n_layers: int = 3
     min_body_fraction: float = 0.05
     augment: bool = True
+    crop_size: int = 0  # 0: train on whole slices; else on random crops of this size
     checkpoint_every: int = 250
     eval_every: int = 250
     seed: int = 0
@@ -74,6 +75,8 @@ class TrainSettings:
             raise InputError(f"config key 'train.steps'/'train.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}")
         if self.gc_weight < 0:
             raise InputError(f"config key 'train.gc_weight' must be ≥ 0, got {self.gc_weight}")
+        if self.crop_size < 0 or self.crop_size % 4:
+            raise InputError(f"config key 'train.crop_size' must be 0 or a positive multiple of 4, got {self.crop_size}")
         if self.amp not in ("none", "bf16"):
             raise InputError(f"config key 'train.amp' must be none or bf16, got {self.amp}")
 

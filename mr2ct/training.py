@@ -113,6 +113,21 @@ def augment_geometry(images: Sequence[torch.Tensor], generator: torch.Generator)
                                             padding_mode="zeros", align_corners=False) - 1.0 for x in images]
 
 
+def random_crop(images: Sequence[torch.Tensor], size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A random ``size`` x ``size`` window per sample, the same window for every tensor of ``images``.
+
+    Training on crops of finer slices (CycleGAN's crop; Zhu et al. 2017 crop 256 from
+    286) keeps the cost of a step while the fully convolutional generator is applied
+    to whole slices at synthesis time.
+    """
+    n, _, height, width = images[0].shape
+    if size <= 0 or (size >= height and size >= width):
+        return list(images)
+    rows = torch.randint(0, height - size + 1, (n,), generator=generator).tolist()
+    cols = torch.randint(0, width - size + 1, (n,), generator=generator).tolist()
+    return [torch.stack([x[i, :, r:r + size, c:c + size] for i, (r, c) in enumerate(zip(rows, cols))]) for x in images]
+
+
 class ImagePool:
     """History of generated images (Shrivastava et al. 2017), as in CycleGAN: size 50, p = 0.5."""
 
@@ -492,6 +507,9 @@ def train_run(
     val_subjects = [load_preprocessed(p) for p in validation_caches]
     mr_pool = _stack(mr_subjects, "mr", s.min_body_fraction)
     ct_pool = _stack(ct_subjects, "ct", s.min_body_fraction)
+    if s.crop_size > min(mr_pool.shape[-2:]):
+        raise InputError(f"config key 'train.crop_size' ({s.crop_size}) exceeds the training slices "
+                         f"({mr_pool.shape[-1]} x {mr_pool.shape[-2]}, preprocess.image_size)")
     if s.model == "reference_supervised" and len(mr_pool) != len(ct_pool):
         raise InputError("reference_supervised needs paired MR and CT caches of the same subjects")
     log.info("model %s: %d MR slices from %d subject(s), %d CT slices from %d subject(s), %d validation subject(s)",
@@ -533,6 +551,10 @@ def train_run(
             mr, ct = augment_geometry([mr, ct], run.data_rng)
         elif s.augment:
             (mr,), (ct,) = augment_geometry([mr], run.data_rng), augment_geometry([ct], run.data_rng)
+        if s.crop_size and s.model == "reference_supervised":
+            mr, ct = random_crop([mr, ct], s.crop_size, run.data_rng)
+        elif s.crop_size:
+            (mr,), (ct,) = random_crop([mr], s.crop_size, run.data_rng), random_crop([ct], s.crop_size, run.data_rng)
         mr, ct = mr.to(device), ct.to(device)
         if s.channels_last:
             mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)

@@ -12,7 +12,7 @@ from mr2ct.cohort import SubjectFiles
 from mr2ct.io import InputError, read_volume
 from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
 from mr2ct.synthesis import synthesize_run
-from mr2ct.training import TrainingInterrupted, TrainSettings, load_checkpoint, load_generator, train_run
+from mr2ct.training import TrainingInterrupted, TrainSettings, load_checkpoint, load_generator, random_crop, train_run
 
 TINY = dict(steps=8, batch_size=2, ngf=4, n_blocks=1, ndf=4, n_layers=2, eval_every=4, checkpoint_every=3, seed=3)
 
@@ -70,6 +70,26 @@ def test_a_few_steps_reduce_the_cycle_loss(caches, tmp_path):
 
     losses = pd.read_csv(tmp_path / "losses.tsv", sep="\t")
     assert losses["cycle"].iloc[-10:].mean() < 0.6 * losses["cycle"].iloc[:5].mean()
+
+
+def test_random_crop_takes_one_window_per_sample_shared_by_paired_tensors():
+    rng = torch.Generator().manual_seed(0)
+    mr = torch.arange(3 * 32 * 32, dtype=torch.float32).reshape(3, 1, 32, 32)
+    crop_mr, crop_ct = random_crop([mr, -mr], 16, rng)
+    assert crop_mr.shape == (3, 1, 16, 16) and torch.equal(crop_ct, -crop_mr)
+    for i in range(3):  # each crop is a contiguous window of its own sample
+        r, c = divmod(int(crop_mr[i, 0, 0, 0]) - i * 32 * 32, 32)
+        assert torch.equal(crop_mr[i, 0], mr[i, 0, r:r + 16, c:c + 16])
+    assert random_crop([mr], 0, rng)[0] is mr
+
+
+def test_crop_training_runs_and_rejects_crops_larger_than_the_slices(caches, tmp_path):
+    settings = TrainSettings(model="cyclegan_gc", gc_weight=1.0, crop_size=16, **TINY)
+    load_generator(train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path / "ok", progress=False))
+    with pytest.raises(InputError, match="train.crop_size"):
+        train_run(dataclasses.replace(settings, crop_size=48), [caches[0]], [caches[1]], [], tmp_path / "big", progress=False)
+    with pytest.raises(InputError, match="train.crop_size"):
+        dataclasses.replace(settings, crop_size=18)
 
 
 def test_checkpoint_that_is_not_a_state_dict_is_refused(tmp_path):
