@@ -73,13 +73,18 @@ def provenance_summary_job(workdir: str | os.PathLike, out_csv: str | os.PathLik
     return write_table(pd.DataFrame(code_summary(workdir), columns=columns), out_csv)
 
 
-def _verdict(low: float, high: float, lower_is_better: bool = True) -> str:
-    """Reading of a 95 % CI of a difference (new − old)."""
-    if high < 0:
-        return "lower" if lower_is_better else "worse"
-    if low > 0:
-        return "higher" if lower_is_better else "better"
-    return "no resolved difference"
+def _verdict(low: float, high: float, p: float, alpha: float = 0.05) -> str:
+    """Reading of a paired difference (new − old): its 95 % bootstrap CI and Wilcoxon p must agree."""
+    direction = "lower" if high < 0 else "higher" if low > 0 else None
+    if direction is None:
+        return "no resolved difference"
+    if not p < alpha:
+        return f"no resolved difference (the bootstrap CI excludes zero, but Wilcoxon p ≥ {alpha:g})"
+    return direction
+
+
+def _with_gc(verdict: str) -> str:
+    return f"{verdict} with GC" if verdict in ("lower", "higher") else verdict
 
 
 def findings(synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd.DataFrame | None, seed: int = 0) -> list[str]:
@@ -115,7 +120,7 @@ def findings(synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd
             lines.append(f"- **More training data → lower MAE** ({row.model}): size {largest:g} vs {sizes[0]:g}: "
                          f"{row.mean_a:.1f} vs {row.mean_b:.1f} HU, difference {row.mean_difference:+.1f} HU "
                          f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): "
-                         f"{_verdict(row.ci_low, row.ci_high)}.")
+                         f"{_verdict(row.ci_low, row.ci_high, row.wilcoxon_p)}.")
     gc = statistics[(statistics["experiment"] == "synthesis") & (statistics["metric"] == "mae_boundary")]
     for row in gc.itertuples():
         if not row.n_pairs > 0:
@@ -123,7 +128,7 @@ def findings(synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd
             continue
         lines.append(f"- **GC → lower boundary MAE** (size {row.size:g}): {row.mean_a:.1f} vs {row.mean_b:.1f} HU, "
                      f"difference {row.mean_difference:+.1f} HU [{row.ci_low:+.1f}, {row.ci_high:+.1f}], "
-                     f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): {_verdict(row.ci_low, row.ci_high)} with GC.")
+                     f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): {_with_gc(_verdict(row.ci_low, row.ci_high, row.wilcoxon_p))}.")
     if segmentation is not None and not segmentation.empty:
         bone = segmentation["structure"].isin(["pelvis", "femur_left", "femur_right"])
         real = segmentation[segmentation["source"] == "real_ct"]

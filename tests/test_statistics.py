@@ -307,3 +307,15 @@ def test_readme_findings_read_the_tables_right(tmp_path):
     ratio_row = next(line for line in lines if line.startswith("| cyclegan_gc |"))
     ratios = [float(v) for v in ratio_row.strip("|").split("|")[1:]]
     assert ratios == pytest.approx([1.30, 0.90], abs=0.03)  # 130 and 90 HU against a 100 HU baseline
+
+
+def test_findings_call_a_difference_resolved_only_when_ci_and_wilcoxon_agree():
+    from mr2ct.report import findings
+
+    synthesis = pd.DataFrame([dict(size=2, model=m, fold=0, subject="s", mae=100.0) for m in ("baseline_constant", "cyclegan_gc")])
+    row = dict(experiment="synthesis", metric="mae_boundary", size=2, mean_a=532.3, mean_b=541.3, mean_difference=-9.0,
+               ci_low=-17.0, ci_high=-1.2, n_pairs=12)
+    lines = findings(synthesis, pd.DataFrame([{**row, "wilcoxon_p": 0.064}, {**row, "size": 4, "wilcoxon_p": 0.001}]), None)
+    boundary = [line for line in lines if "boundary MAE" in line]
+    assert boundary[0].endswith("no resolved difference (the bootstrap CI excludes zero, but Wilcoxon p ≥ 0.05).")
+    assert boundary[1].endswith("lower with GC.")
