@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mr2ct.cohort import SubjectFiles
 from mr2ct.phantom import PhantomSettings, write_cohort
+from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SETTINGS = PhantomSettings(matrix=(112, 80), spacing=(4.0, 4.0, 6.0))
@@ -18,3 +20,14 @@ def tiny_cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "cohort"
     write_cohort(out, n_subjects=4, seed=7, settings=TINY_SETTINGS, progress=False, jobs=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def caches(tiny_cohort, tmp_path_factory) -> list[Path]:
+    """Preprocessing caches (32² slices) of the four ``tiny_cohort`` subjects, in subject order; read-only."""
+    out = tmp_path_factory.mktemp("caches")
+    paths = []
+    for folder in sorted(p for p in tiny_cohort.iterdir() if p.is_dir()):
+        files = SubjectFiles(folder.name, *(folder / f"{m}.nii.gz" for m in ("mr", "ct", "mask", "labels")))
+        paths.append(preprocess_to_cache(files, PreprocessSettings(image_size=32), out / f"{folder.name}.npz"))
+    return paths

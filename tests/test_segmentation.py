@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mr2ct.cohort import SubjectFiles
 from mr2ct.io import InputError, Volume, read_volume, write_volume
-from mr2ct.preprocess import PreprocessSettings, load_preprocessed, normalise_ct, preprocess_to_cache
+from mr2ct.preprocess import load_preprocessed, normalise_ct
 from mr2ct.segmentation import (
     SegmentationSettings,
     load_segmenter,
@@ -34,16 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def caches(tiny_cohort, tmp_path_factory):
-    out = tmp_path_factory.mktemp("segcache")
-    paths = {}
-    for folder in sorted(p for p in tiny_cohort.iterdir() if p.is_dir()):
-        files = SubjectFiles(folder.name, *(folder / f"{m}.nii.gz" for m in ("mr", "ct", "mask", "labels")))
-        paths[folder.name] = preprocess_to_cache(files, PreprocessSettings(image_size=32), out / f"{folder.name}.npz")
-    return [paths[k] for k in sorted(paths)]
 
 
 @pytest.fixture(scope="module")

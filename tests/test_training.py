@@ -8,23 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mr2ct.cohort import SubjectFiles
 from mr2ct.io import InputError, read_volume
-from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
 from mr2ct.synthesis import synthesize_run
 from mr2ct.training import TrainingInterrupted, TrainSettings, load_checkpoint, load_generator, random_crop, train_run
 
 TINY = dict(steps=8, batch_size=2, ngf=4, n_blocks=1, ndf=4, n_layers=2, eval_every=4, checkpoint_every=3, seed=3)
-
-
-@pytest.fixture(scope="module")
-def caches(tiny_cohort, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cache")
-    paths = {}
-    for folder in sorted(p for p in tiny_cohort.iterdir() if p.is_dir()):
-        files = SubjectFiles(folder.name, *(folder / f"{m}.nii.gz" for m in ("mr", "ct", "mask", "labels")))
-        paths[folder.name] = preprocess_to_cache(files, PreprocessSettings(image_size=32), out / f"{folder.name}.npz")
-    return [paths[k] for k in sorted(paths)]
 
 
 def _weights(path):
