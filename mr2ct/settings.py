@@ -27,14 +27,32 @@ MODELS = ("cyclegan", "cyclegan_gc", "reference_supervised")
 SCHEDULE_FIELDS = ("time_budget_minutes", "checkpoint_every", "eval_every", "device")
 
 
+#: Constants mixed into the seeds of training runs and of segmentation runs (kept distinct).
+TRAIN_SEED_TAG = 303
+SEGMENTATION_SEED_TAG = 505
+
+
 def _digest(settings: Any) -> str:
     """Hash of every setting that determines a run's result."""
     fields = dataclasses.asdict(settings)
     for key in SCHEDULE_FIELDS:
         fields.pop(key)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-#: Constant mixed into the seed of segmentation runs (distinct from the training runs' 303).
-SEED_TAG = 505
+
+
+def _hyperparameters(section: dict[str, Any], name: str, cls: type, reserved: set[str]) -> dict[str, Any]:
+    """Config section ``name`` as keyword arguments of ``cls``: without the job's ``threads``;
+    keys that are not fields of ``cls`` (or are set by the caller: ``reserved``) refused."""
+    values = dict(section)
+    values.pop("threads", None)  # a resource of the job, not a hyperparameter
+    unknown = set(values) - ({f.name for f in dataclasses.fields(cls)} - reserved)
+    if unknown:
+        raise InputError(f"config key '{name}': unknown key(s) {sorted(unknown)}")
+    return values
+
+
+def _seed(config: dict[str, Any], *tags: int) -> int:
+    return int(np.random.SeedSequence([int(config["seed"]), *tags]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -84,18 +102,14 @@ class TrainSettings:
     def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int) -> TrainSettings:
         """Settings of one run; the seed is derived from the config seed, size, model and fold."""
         train = dict(config["train"])
-        train.pop("threads", None)  # a resource of the job, not a hyperparameter
         gc_weight = float(train.pop("gc_weight")) if model == "cyclegan_gc" else 0.0
         train.pop("gc_weight", None)
         if model == "reference_supervised":
             train["steps"] = int(train.pop("supervised_steps"))
         else:
             train.pop("supervised_steps", None)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(train) - names
-        if unknown:
-            raise InputError(f"config key 'train': unknown key(s) {sorted(unknown)}")
-        seed = int(np.random.SeedSequence([int(config["seed"]), 303, size, MODELS.index(model), fold]).generate_state(1)[0])
+        train = _hyperparameters(train, "train", cls, {"model", "seed"})
+        seed = _seed(config, TRAIN_SEED_TAG, size, MODELS.index(model), fold)
         return cls(model=model, gc_weight=gc_weight, seed=seed, **train)
 
     def digest(self) -> str:
@@ -141,13 +155,8 @@ class SegmentationSettings:
     @classmethod
     def from_config(cls, config: dict[str, Any], fold: int, n_classes: int) -> SegmentationSettings:
         """Settings of one fold's run; the seed is derived from the config seed and the fold."""
-        seg = dict(config["segmentation"])
-        seg.pop("threads", None)  # a resource of the job, not a hyperparameter
-        names = {f.name for f in dataclasses.fields(cls)} - {"seed", "n_classes"}
-        unknown = set(seg) - names
-        if unknown:
-            raise InputError(f"config key 'segmentation': unknown key(s) {sorted(unknown)}")
-        seed = int(np.random.SeedSequence([int(config["seed"]), SEED_TAG, int(fold)]).generate_state(1)[0])
+        seg = _hyperparameters(config["segmentation"], "segmentation", cls, {"seed", "n_classes"})
+        seed = _seed(config, SEGMENTATION_SEED_TAG, int(fold))
         return cls(seed=seed, n_classes=int(n_classes), **seg)
 
     def digest(self) -> str:

@@ -539,6 +539,11 @@ def train_run(
         log.info("step %d: validation MAE %.1f HU, boundary MAE %.1f HU (constant baseline %.1f HU)",
                  run.step, scores["mae"], scores["mae_boundary"], scores["baseline_constant_mae"])
 
+    def transform(images: list[torch.Tensor]) -> list[torch.Tensor]:
+        if s.augment:
+            images = augment_geometry(images, run.data_rng)
+        return random_crop(images, s.crop_size, run.data_rng) if s.crop_size else images
+
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
         mr_idx = torch.randint(0, len(mr_pool), (s.batch_size,), generator=run.data_rng)
         if s.model == "reference_supervised":
@@ -547,14 +552,10 @@ def train_run(
             ct_idx = torch.randint(0, len(ct_pool), (s.batch_size,), generator=run.data_rng)
         mr = mr_pool[mr_idx]
         ct = ct_pool[ct_idx]
-        if s.augment and s.model == "reference_supervised":
-            mr, ct = augment_geometry([mr, ct], run.data_rng)
-        elif s.augment:
-            (mr,), (ct,) = augment_geometry([mr], run.data_rng), augment_geometry([ct], run.data_rng)
-        if s.crop_size and s.model == "reference_supervised":
-            mr, ct = random_crop([mr, ct], s.crop_size, run.data_rng)
-        elif s.crop_size:
-            (mr,), (ct,) = random_crop([mr], s.crop_size, run.data_rng), random_crop([ct], s.crop_size, run.data_rng)
+        if s.model == "reference_supervised":  # paired: one transform for both
+            mr, ct = transform([mr, ct])
+        else:  # unpaired: independent transforms
+            (mr,), (ct,) = transform([mr]), transform([ct])
         mr, ct = mr.to(device), ct.to(device)
         if s.channels_last:
             mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)
