@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/train_step.py [--sizes 64 128] [--threads 2] [--steps 3]
        [--ngf 64 --n-blocks 9 --ndf 64 --batch 1]   (defaults: the paper-scale networks)
-       [--synthesis-size 256 --synthesis-slices 64]
+       [--n-downsampling 2 --upsampling transpose --amp none|bf16|auto]
+       [--synthesis-size 256 --synthesis-slices 64 | --synthesis-slices 0]
 
 Prints one JSON line per image size: {"size", "seconds_per_step", "flops_per_step",
 "mfu", ...}. FLOPs are counted by torch.utils.flop_counter for the work the step really
@@ -46,6 +47,10 @@ def main() -> None:
     parser.add_argument("--n-blocks", type=int, default=9)
     parser.add_argument("--ndf", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--n-layers", type=int, default=3)
+    parser.add_argument("--n-downsampling", type=int, default=2)
+    parser.add_argument("--upsampling", choices=["transpose", "resize"], default="transpose")
+    parser.add_argument("--amp", choices=["none", "bf16", "auto"], default="none")
     parser.add_argument("--synthesis-size", type=int, default=256)
     parser.add_argument("--synthesis-slices", type=int, default=64)
     args = parser.parse_args()
@@ -54,7 +59,8 @@ def main() -> None:
 
     for size in args.sizes:
         settings = TrainSettings(model="cyclegan_gc", gc_weight=5.0, batch_size=args.batch, ngf=args.ngf,
-                                 n_blocks=args.n_blocks, ndf=args.ndf, pool_size=50)
+                                 n_blocks=args.n_blocks, ndf=args.ndf, n_layers=args.n_layers, pool_size=50,
+                                 n_downsampling=args.n_downsampling, upsampling=args.upsampling, amp=args.amp)
         run = _Run(settings, torch.device("cpu"))
         mr = torch.rand(args.batch, 1, size, size) * 2 - 1
         ct = torch.rand(args.batch, 1, size, size) * 2 - 1
@@ -69,13 +75,17 @@ def main() -> None:
         print(json.dumps({
             "size": size, "seconds_per_step": round(seconds, 4), "flops_per_step": flops,
             "mfu": round(flops / seconds / peak, 3), "peak_gflops": round(peak / 1e9, 1), "threads": args.threads,
-            "ngf": args.ngf, "n_blocks": args.n_blocks, "ndf": args.ndf, "batch": args.batch,
+            "ngf": args.ngf, "n_blocks": args.n_blocks, "ndf": args.ndf, "n_layers": args.n_layers, "batch": args.batch,
+            "n_downsampling": args.n_downsampling, "upsampling": args.upsampling, "precision": run.precision,
         }), flush=True)
+    if args.synthesis_slices <= 0:
+        return
 
     from mr2ct.networks import ResnetGenerator
     from mr2ct.training import predict_ct
 
-    generator = ResnetGenerator(1, 1, ngf=args.ngf, n_blocks=args.n_blocks).eval()
+    generator = ResnetGenerator(1, 1, ngf=args.ngf, n_blocks=args.n_blocks, n_downsampling=args.n_downsampling,
+                                upsampling=args.upsampling).eval()
     slices = (torch.rand(args.synthesis_slices, args.synthesis_size, args.synthesis_size) * 2 - 1).numpy()
     predict_ct(generator, slices[:16])  # warm-up
     start = time.perf_counter()

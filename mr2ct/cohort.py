@@ -21,7 +21,9 @@ before any long job starts.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +39,30 @@ __all__ = [
     "SubjectFiles",
     "cohort_from_config",
     "read_label_table",
+    "validate_changed",
     "validate_cohort",
     "validate_subject",
     "write_validation_report",
 ]
 
 MODALITIES = ("mr", "ct", "mask")
+SHEET_COLUMNS = ("subject", *MODALITIES, "labels")
 #: CT whose minimum is above this is not in Hounsfield units (air is about −1000 HU).
 CT_MIN_HU_CEILING = -200.0
+#: a body mask may hold some air (bowel gas, a dilated outline), not more than this fraction (CT below AIR_HU)
+MASK_MAX_AIR_FRACTION = 0.25
+AIR_HU = -500.0
+#: subject ids become Snakemake wildcard values and file names: letters, digits, '.', '_', '-'
+SUBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_subject_id(subject: str, where: str) -> None:
+    """Raise :class:`InputError` (naming ``where``) unless ``subject`` is usable as a wildcard value and file name."""
+    if not SUBJECT_ID.fullmatch(subject):
+        raise InputError(
+            f"{where}: subject id '{subject}' is not usable: ids hold only letters, digits, '.', '_' and '-' and "
+            "start with a letter or digit (they become file names and Snakemake wildcard values)"
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,13 @@ def cohort_from_config(config: dict[str, Any], results: str | os.PathLike = "res
             "the cohort has label files but config key 'data.labels_table' is not set: "
             "give a TSV with columns id, name"
         )
+    if labels_table is not None:
+        unlabelled = [s.subject for s in subjects if s.labels is None]
+        if unlabelled:
+            raise InputError(
+                f"config key 'data.labels_table' is set (segmentation, experiment 2) but {len(unlabelled)} subject(s) "
+                f"have no label file: {', '.join(unlabelled[:10])}{' …' if len(unlabelled) > 10 else ''}"
+            )
     return Cohort(tuple(subjects), labels_table)
 
 
@@ -123,6 +148,7 @@ def discover_synthrad(root: Path) -> list[SubjectFiles]:
         missing = [str(p) for m, p in files.items() if m not in present]
         if missing:
             raise InputError(f"subject '{folder.name}': missing {', '.join(missing)}")
+        check_subject_id(folder.name, f"config key 'data.synthrad_dir': {root}")
         labels = folder / "labels.nii.gz"
         subjects.append(SubjectFiles(folder.name, **files, labels=labels if labels.is_file() else None))
     if not subjects:
@@ -138,6 +164,14 @@ def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
         table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False)
     except Exception as exc:
         raise InputError(f"{sheet}: cannot read the sample sheet as TSV ({exc})") from exc
+    for column in table.columns:  # a near miss of a known column is a typo, not an extra column
+        if column in SHEET_COLUMNS:
+            continue
+        close = [c for c in SHEET_COLUMNS if c == column.strip().lower()] or difflib.get_close_matches(
+            column.strip().lower(), SHEET_COLUMNS, n=1, cutoff=0.75)
+        if close and close[0] not in table.columns:
+            raise InputError(f"{sheet}: column '{column}' is not a sample-sheet column; did you mean '{close[0]}'? "
+                             f"(columns: {', '.join(SHEET_COLUMNS)}; labels is optional)")
     if "subject" in table.columns:  # lines starting with '#' are comments ('#' inside paths is kept)
         table = table[~table["subject"].str.lstrip().str.startswith("#")]
     required = ["subject", *MODALITIES]
@@ -159,8 +193,7 @@ def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
         subject = row["subject"].strip()
         if not subject:
             raise InputError(f"{sheet}: line {row_number}: empty subject id")
-        if any(c in subject for c in "/\\ \t") or subject.startswith("."):
-            raise InputError(f"{sheet}: line {row_number}: subject id '{subject}' must not contain slashes or spaces")
+        check_subject_id(subject, f"{sheet}: line {row_number}")
         paths = {}
         for column in (*MODALITIES, "labels"):
             value = str(row.get(column, "") or "").strip()
@@ -176,8 +209,15 @@ def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
 
 def _resolve(sheet: Path, root: Path, subject: str, column: str, value: str, allow_absolute: bool) -> Path:
     raw = Path(value)
-    path = (raw if raw.is_absolute() else root / raw).resolve()
+    given = raw if raw.is_absolute() else root / raw
+    path = given.resolve()
     if not allow_absolute and not path.is_relative_to(root):
+        link = next((p for p in (given, *given.parents) if p.is_symlink()), None)
+        if link is not None and Path(os.path.abspath(given)).is_relative_to(root):
+            raise InputError(
+                f"{sheet}: subject '{subject}': {column} path '{value}' goes through the symlink {link}, which "
+                f"points outside the sheet's folder {root} (to {path}); set data.allow_absolute_paths: true to allow it"
+            )
         raise InputError(
             f"{sheet}: subject '{subject}': {column} path '{value}' leaves the sheet's folder {root} "
             "(set data.allow_absolute_paths: true to allow it)"
@@ -234,6 +274,8 @@ def validate_subject(files: SubjectFiles, label_ids: set[int] | None, tolerance_
         if not np.isfinite(volume.data).all():
             bad = int((~np.isfinite(volume.data)).sum())
             raise fail(path, f"{bad} voxel(s) are NaN or infinite")
+        if name in ("mr", "ct") and volume.data.min() == volume.data.max():
+            raise fail(path, f"the volume carries no information: every voxel is {float(volume.data.min()):g}")
         volumes[name] = volume
     ct = volumes["ct"]
     for name, volume in volumes.items():
@@ -258,6 +300,14 @@ def validate_subject(files: SubjectFiles, label_ids: set[int] | None, tolerance_
     mask_voxels = int(mask.sum())
     if mask_voxels == 0:
         raise fail(files.mask, "body mask is empty")
+    body = mask > 0
+    air = float((ct.data[body] < AIR_HU).mean())
+    if air > MASK_MAX_AIR_FRACTION:
+        raise fail(files.mask, f"not a body mask: {air:.0%} of its voxels are air in the CT (< {AIR_HU:.0f} HU; "
+                               f"a body mask may hold at most {MASK_MAX_AIR_FRACTION:.0%})")
+    mr_body = volumes["mr"].data[body]
+    if mr_body.min() == mr_body.max():
+        raise fail(files.mr, f"the MR carries no information inside the body mask: every voxel is {float(mr_body.min()):g}")
     ct_min = float(ct.data.min())
     if ct_min > CT_MIN_HU_CEILING:
         raise fail(
@@ -303,6 +353,64 @@ def validate_cohort(cohort: Cohort, tolerance_mm: float = 0.01, progress: bool =
     if errors:
         raise InputError(f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation:\n  " + "\n  ".join(errors))
     return pd.DataFrame(rows)
+
+
+VALIDATION_CACHE_FORMAT = 1
+
+
+def _file_state(path: Path) -> list[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def validate_changed(cohort: Cohort, tolerance_mm: float, cache: str | os.PathLike, progress: bool = True) -> int:
+    """Validate every subject whose files changed since they last passed; return how many were read.
+
+    The gate the workflow runs when it is parsed, before any job: a subject is
+    re-read when the size, modification or status-change time of one of its
+    files differs from when it passed (or when the label table or the
+    tolerance changed); passing subjects are remembered in ``cache`` (JSON,
+    written atomically). Raises :class:`InputError` listing every failing
+    subject with its file; nothing is remembered for them. Because no job
+    fails, a bad input never invalidates finished results: once it is fixed
+    (or restored byte for byte) Snakemake reruns only what its content changes.
+    """
+    import hashlib
+    import json
+
+    from tqdm import tqdm
+
+    from .io import atomic_write_text
+
+    cache = Path(cache)
+    label_sha = hashlib.sha256(Path(cohort.labels_table).read_bytes()).hexdigest() if cohort.labels_table else None
+    context = {"format": VALIDATION_CACHE_FORMAT, "tolerance_mm": tolerance_mm, "labels_table_sha256": label_sha}
+    try:
+        stored = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    passed = stored.get("subjects", {}) if {k: stored.get(k) for k in context} == context else {}
+    label_ids = set(read_label_table(cohort.labels_table)) if cohort.labels_table else None
+    states = {s.subject: {role: [str(path), *_file_state(path)] for role, path in s.paths().items()}
+              for s in cohort.subjects}
+    todo = [s for s in cohort.subjects if passed.get(s.subject) != states[s.subject]]
+    errors = []
+    for files in tqdm(todo, desc="mr2ct: validating the cohort", unit="subject", disable=not (progress and todo),
+                      leave=False):
+        try:
+            validate_subject(files, label_ids, tolerance_mm)
+            passed[files.subject] = states[files.subject]
+        except InputError as exc:
+            passed.pop(files.subject, None)
+            errors.append(str(exc))
+    kept = {subject: passed[subject] for subject in states if subject in passed}
+    if todo or kept != stored.get("subjects"):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache, json.dumps({**context, "subjects": kept}, indent=1, sort_keys=True) + "\n")
+    if errors:
+        raise InputError(f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation (nothing was run; "
+                         "fix or replace the files named below and start the workflow again):\n  " + "\n  ".join(errors))
+    return len(todo)
 
 
 def write_validation_report(config: dict[str, Any], out: str | os.PathLike, tolerance_mm: float, results: str = "results") -> Path:

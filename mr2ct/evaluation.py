@@ -18,9 +18,11 @@ data:
     no synthesis at that resolution can beat.
 
 Segmentation rows (``segmentation_metrics.csv``): ``size, model, fold,
-subject, source, structure, dice, assd_mm, hd95_mm``; for ``source = real_ct``
-``model`` is ``real_ct`` and ``size`` is empty (the real CT is segmented once
-per fold).
+subject, source, structure, dice, assd_mm, hd95_mm, empty_prediction``; for
+``source = real_ct`` ``model`` is ``real_ct`` and ``size`` is empty (the real CT is
+segmented once per fold). ``empty_prediction`` is 1 when the structure was not
+predicted at all: its ASSD and HD95 are then missing (NaN), never averaged as if
+they were small.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ __all__ = [
 ]
 
 SYNTHESIS_COLUMNS = ["size", "model", "fold", "subject", "mae", "psnr", "ssim", "mae_boundary"]
-SEGMENTATION_COLUMNS = ["size", "model", "fold", "subject", "source", "structure", "dice", "assd_mm", "hd95_mm"]
+SEGMENTATION_COLUMNS = ["size", "model", "fold", "subject", "source", "structure", "dice", "assd_mm", "hd95_mm",
+                        "empty_prediction"]
 #: Without bone labels, bone is the reference CT above this (cancellous bone is 150–350 HU, cortex > 1000).
 BONE_THRESHOLD_HU = 200.0
 #: Structures whose surface is "the bone surface" for the boundary MAE.
@@ -197,6 +200,8 @@ def segmentation_rows(
                 "size": size, "model": model, "fold": fold, "subject": files.subject, "source": source,
                 "structure": label_table[score["label"]], "dice": score["dice"],
                 "assd_mm": score["assd_mm"], "hd95_mm": score["hd95_mm"],
+                # the structure was not predicted at all: its surface distances do not exist
+                "empty_prediction": int(score["n_pred"] == 0),
             })
     return pd.DataFrame(rows, columns=SEGMENTATION_COLUMNS)
 

@@ -390,8 +390,10 @@ def plot_surface_distances(
 ) -> list[Path]:
     """ASSD and HD95 per structure, side by side (figure 6; groups as in :func:`plot_segmentation_by_structure`).
 
-    Distances in mm; NaN distances (empty predicted or reference masks) are left out.
-    Returns the PNG and PDF paths.
+    Distances in mm; NaN distances (empty predicted or reference masks) are left
+    out, and each panel says for how many cases, and how many of them were empty
+    predictions (column ``empty_prediction``), so a failed segmentation never
+    passes for a small distance. Returns the PNG and PDF paths.
     """
     for metric in metrics:
         if metric not in segmentation.columns:
@@ -406,6 +408,13 @@ def plot_surface_distances(
             handles = _structure_panel(ax, groups, structures, metric, rng) or handles
             ax.text(-0.02 if i else -0.3, 1.0, "ab"[i] if i < 2 else "", transform=ax.transAxes, fontweight="bold",
                     ha="right", va="bottom")
+            shown = pd.concat(list(groups.values())) if groups else segmentation.iloc[:0]
+            missing = int((~np.isfinite(pd.to_numeric(shown[metric], errors="coerce"))).sum())
+            if missing:
+                empty = int(shown["empty_prediction"].sum()) if "empty_prediction" in shown else None
+                ax.text(1.0, -0.02, f"not defined for {missing} of {len(shown)} cases"
+                        + (f" ({empty} empty predictions)" if empty is not None else ""),
+                        transform=ax.transAxes, ha="right", va="top", fontsize="x-small", color="0.3")
             if i:
                 ax.tick_params(axis="y", labelleft=False)
         if handles:

@@ -97,15 +97,24 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """CycleGAN ResNet generator (Johnson et al. 2016; Zhu et al. 2017).
 
-    Layout (``c7s1-ngf, d2ngf, d4ngf, R4ngf x n_blocks, u2ngf, ungf,
-    c7s1-out``):
+    Layout with the defaults (``c7s1-ngf, d2ngf, d4ngf, R4ngf x n_blocks,
+    u2ngf, ungf, c7s1-out``):
 
     * reflection pad 3, 7x7 conv ``in_channels -> ngf``, instance norm, ReLU;
-    * two 3x3 stride-2 convs (zero padding 1) ``ngf -> 2ngf -> 4ngf``, each
-      followed by instance norm and ReLU;
-    * ``n_blocks`` :class:`ResnetBlock` at ``4ngf`` channels;
-    * two 3x3 stride-2 transposed convs (padding 1, output_padding 1)
-      ``4ngf -> 2ngf -> ngf``, each followed by instance norm and ReLU;
+    * ``n_downsampling`` 3x3 stride-2 convs (zero padding 1), each followed by
+      instance norm and ReLU; stage ``i`` has ``ngf * min(2**i, 4)`` channels,
+      so the paper's two stages give ``ngf -> 2ngf -> 4ngf`` and a third stage
+      stays at ``4ngf`` (width capped: on a grid twice as fine, the residual
+      blocks then run on the same bottleneck, at the same cost, as on the
+      coarse grid with two stages);
+    * ``n_blocks`` :class:`ResnetBlock` at the bottleneck width;
+    * ``n_downsampling`` 2x upsamplings back through the same widths, each
+      followed by instance norm and ReLU: ``upsampling="transpose"`` is the
+      paper's 3x3 stride-2 transposed convolution (padding 1, output_padding
+      1); ``"resize"`` is nearest-neighbour 2x resizing followed by a 3x3
+      convolution (reflection padding 1), which avoids the checkerboard
+      pattern of strided transposed convolutions (Odena et al. 2016,
+      "Deconvolution and checkerboard artifacts", Distill);
     * reflection pad 3, 7x7 conv ``ngf -> out_channels``, tanh.
 
     Convolutions have biases (instance norm without affine parameters does
@@ -117,10 +126,13 @@ class ResnetGenerator(nn.Module):
 
     Shapes: input ``(N, in_channels, H, W)`` -> output
     ``(N, out_channels, H, W)`` with values in ``(-1, 1)``.  ``H`` and ``W``
-    must be divisible by 4 (two stride-2 downsamplings followed by two exact
-    2x upsamplings) and at least 8 (the residual blocks' reflection padding
-    needs a bottleneck of at least 2x2); a ``ValueError`` is raised otherwise.
+    must be divisible by ``2**n_downsampling`` and at least twice that (the
+    residual blocks' reflection padding needs a bottleneck of at least 2x2);
+    a ``ValueError`` is raised otherwise.
     """
+
+    #: channel multiplier cap of the downsampling stages (the paper's bottleneck width, 4 ngf)
+    MAX_MULT = 4
 
     def __init__(
         self,
@@ -129,63 +141,76 @@ class ResnetGenerator(nn.Module):
         ngf: int = 64,
         n_blocks: int = 9,
         dropout: float = 0.0,
+        n_downsampling: int = 2,
+        upsampling: Literal["transpose", "resize"] = "transpose",
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 1 or ngf < 1 or n_blocks < 0:
+        if in_channels < 1 or out_channels < 1 or ngf < 1 or n_blocks < 0 or n_downsampling < 0:
             raise ValueError(
-                "in_channels, out_channels, ngf must be >= 1 and n_blocks >= 0; got "
-                f"{in_channels}, {out_channels}, {ngf}, {n_blocks}"
+                "in_channels, out_channels, ngf must be >= 1 and n_blocks, n_downsampling >= 0; got "
+                f"{in_channels}, {out_channels}, {ngf}, {n_blocks}, {n_downsampling}"
             )
+        if upsampling not in ("transpose", "resize"):
+            raise ValueError(f"upsampling must be 'transpose' or 'resize'; got {upsampling!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.ngf = ngf
         self.n_blocks = n_blocks
+        self.n_downsampling = n_downsampling
+        self.upsampling = upsampling
 
+        widths = [ngf * min(2**i, self.MAX_MULT) for i in range(n_downsampling + 1)]
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(in_channels, ngf, kernel_size=7, bias=True),
             _instance_norm(ngf),
             nn.ReLU(inplace=True),
         ]
-        ch = ngf
-        for _ in range(2):  # downsampling: ngf -> 2ngf -> 4ngf
+        for c_in, c_out in zip(widths[:-1], widths[1:]):  # downsampling
             layers += [
-                nn.Conv2d(ch, 2 * ch, kernel_size=3, stride=2, padding=1, bias=True),
-                _instance_norm(2 * ch),
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=True),
+                _instance_norm(c_out),
                 nn.ReLU(inplace=True),
             ]
-            ch *= 2
         for _ in range(n_blocks):
-            layers.append(ResnetBlock(ch, dropout=dropout))
-        for _ in range(2):  # upsampling: 4ngf -> 2ngf -> ngf
-            layers += [
-                nn.ConvTranspose2d(
-                    ch, ch // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=True
-                ),
-                _instance_norm(ch // 2),
-                nn.ReLU(inplace=True),
-            ]
-            ch //= 2
+            layers.append(ResnetBlock(widths[-1], dropout=dropout))
+        for c_in, c_out in zip(widths[:0:-1], widths[-2::-1]):  # upsampling, back through the widths
+            if upsampling == "transpose":
+                layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size=3, stride=2, padding=1,
+                                                 output_padding=1, bias=True))
+            else:
+                layers += [
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.ReflectionPad2d(1),
+                    nn.Conv2d(c_in, c_out, kernel_size=3, bias=True),
+                ]
+            layers += [_instance_norm(c_out), nn.ReLU(inplace=True)]
         layers += [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(ch, out_channels, kernel_size=7, bias=True),
+            nn.Conv2d(ngf, out_channels, kernel_size=7, bias=True),
             nn.Tanh(),
         ]
         self.model = nn.Sequential(*layers)
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this (``2**n_downsampling``)."""
+        return 2**self.n_downsampling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, in_channels, H, W)`` to ``(N, out_channels, H, W)`` in (-1, 1)."""
         _check_image_batch(x, self.in_channels, type(self).__name__)
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        if h % 4 or w % 4:
+        m = self.multiple
+        if h % m or w % m:
             raise ValueError(
-                f"{type(self).__name__} needs H and W divisible by 4 (two stride-2 "
+                f"{type(self).__name__} needs H and W divisible by {m} ({self.n_downsampling} stride-2 "
                 f"downsamplings); got H={h}, W={w}. Pad or crop the input first."
             )
-        if h < 8 or w < 8:
+        if h < 2 * m or w < 2 * m:
             raise ValueError(
-                f"{type(self).__name__} needs H, W >= 8 (reflection padding in the "
-                f"residual blocks at 1/4 resolution); got H={h}, W={w}."
+                f"{type(self).__name__} needs H, W >= {2 * m} (reflection padding in the "
+                f"residual blocks at 1/{m} resolution); got H={h}, W={w}."
             )
         return self.model(x)
 

@@ -36,7 +36,11 @@ always re-hashes, each distinct file once.
 
 ``MISSING``   the file (or a file of a recorded directory) is gone;
 ``CHANGED``   its SHA-256 differs from what its consumer (for the audited file:
-              its producer) recorded, or a directory gained files;
+              its producer) recorded;
+``ADDED``     a file inside a recorded directory that its record does not list
+              (put there after the job ended). Snakemake's own bookkeeping
+              files in directory outputs (``.snakemake_timestamp``) are neither
+              recorded nor reported;
 ``STALE``     the file's current producing record has a different config hash
               or code version (commit, or uncommitted diff) than the record its
               consumer says it used: the file was re-made under other settings
@@ -86,7 +90,7 @@ __all__ = [
     "identity_metadata",
     "iter_tree",
     "job_record",
-    "note_output",
+    "note",
     "read_png_text",
     "render_text",
     "sha256_file",
@@ -170,6 +174,10 @@ def sha256_file(path: str | os.PathLike, buffer_bytes: int = BUFFER_BYTES) -> st
     return digest.hexdigest()
 
 
+#: files Snakemake itself adds to directory outputs after the job ended (not the job's output)
+SNAKEMAKE_BOOKKEEPING = ".snakemake"
+
+
 def _dir_digest(files: Iterable[Mapping[str, Any]]) -> str:
     lines = sorted(f"{f['path']}\0{f['sha256']}\n" for f in files)
     return _sha256_text("".join(lines))
@@ -191,7 +199,8 @@ def fingerprint(path: str | os.PathLike, cached: Mapping[str, Any] | None = None
 
     ``cached`` is a previous fingerprint of the same path (e.g. from the
     producer's index entry): a file whose size and mtime_ns match it is not
-    read again. A directory's sha256 is that of its sorted (path, sha256) list.
+    read again. A directory's sha256 is that of its sorted (path, sha256) list,
+    without Snakemake's bookkeeping files (``.snakemake_timestamp``).
     Returns ``{"kind": "missing"}`` for a path that does not exist.
     """
     path = Path(path)
@@ -201,6 +210,8 @@ def fingerprint(path: str | os.PathLike, cached: Mapping[str, Any] | None = None
         for folder, dirnames, filenames in os.walk(path):
             dirnames.sort()
             for name in sorted(filenames):
+                if name.startswith(SNAKEMAKE_BOOKKEEPING):
+                    continue
                 full = Path(folder) / name
                 rel = full.relative_to(path).as_posix()
                 size, mtime_ns = _stat(full)
@@ -394,10 +405,26 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
 def host_info() -> dict[str, Any]:
     info = {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "pid": os.getpid()}
-    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "CUDA_VISIBLE_DEVICES"):
+    model = _cpu_model()
+    if model:
+        info["cpu_model"] = model
+    torch = sys.modules.get("torch")
+    if torch is not None:  # the instruction set torch's CPU kernels dispatch to: results depend on it
+        with contextlib.suppress(Exception):
+            info["torch_cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "CUDA_VISIBLE_DEVICES", "ATEN_CPU_CAPABILITY",
+                "ONEDNN_MAX_CPU_ISA"):
         if os.environ.get(var):
             info[var.lower()] = os.environ[var]
     return info
@@ -485,6 +512,7 @@ class JobContext:
     script: dict[str, Any] | None
     inputs: list[dict[str, Any]]
     extra_outputs: list[str] = dataclasses.field(default_factory=list)
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def identity(self) -> dict[str, str]:
@@ -580,10 +608,10 @@ def identity_metadata(fmt: str, identity: Mapping[str, str] | None = None) -> di
     return {}
 
 
-def note_output(path: str | os.PathLike) -> None:
-    """Record a file the running job writes besides its declared outputs (e.g. a checkpoint)."""
+def note(key: str, value: Any) -> None:
+    """Add ``key: value`` to the ``notes`` of the running job's record (e.g. the precision a run trained in)."""
     if _CURRENT is not None:
-        _CURRENT.extra_outputs.append(os.fspath(path))
+        _CURRENT.notes[key] = _jsonable(value)
 
 
 def _stamp_pngs(paths: Iterable[Path], identity: Mapping[str, str]) -> None:
@@ -656,6 +684,7 @@ def write_job_record(snakemake: Any, context: JobContext, *, extra_outputs: Iter
         "software": software_versions(),
         "host": host_info(),
         "threads": int(getattr(snakemake, "threads", 1) or 1),
+        "notes": context.notes,
         "resources": _jsonable(dict(_items(getattr(snakemake, "resources", None)))),
         "started_at": context.started_at,
         "ended_at": ended_at,
@@ -862,7 +891,8 @@ class _Auditor:
                 if name not in have:
                     self.problem(sub, "MISSING", f"file of directory {path}/ recorded by {whose}", node)
                 elif name not in want:
-                    self.problem(sub, "CHANGED", f"file not recorded by {whose} in directory {path}/", node)
+                    self.problem(sub, "ADDED", f"file not written by {whose}: added to directory {path}/ later",
+                                 node)
                 elif want[name] != have[name]:
                     self.problem(sub, "CHANGED", f"sha256 {have[name][:12]} differs from {want[name][:12]} "
                                  f"recorded by {whose}", node)

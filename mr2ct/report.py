@@ -22,6 +22,9 @@ __all__ = ["README_MARKERS", "figures_job", "provenance_summary_job", "readme_re
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 SYNTHESIS_METRICS = ("mae", "psnr", "ssim", "mae_boundary")
 SEGMENTATION_METRICS = ("dice", "assd_mm", "hd95_mm")
+SURFACE_DISTANCE_NOTE = ("(k/n): the mean is over the k of n structures × subjects where the distance exists; "
+                         "ASSD and HD95 do not exist for a structure that was not predicted at all (counted in "
+                         "*empty prediction*) or is absent from the reference.")
 
 
 def statistics_job(synthesis_csv, segmentation_csv, out_statistics, out_summary, out_markdown, seed: int) -> list[Path]:
@@ -36,10 +39,11 @@ def statistics_job(synthesis_csv, segmentation_csv, out_statistics, out_summary,
     if segmentation_csv:
         segmentation = pd.read_csv(segmentation_csv)
         parts.append(segmentation_statistics(segmentation, seed=seed).assign(experiment="segmentation"))
-        seg_summary = summary_table(_with_source_model(segmentation), SEGMENTATION_METRICS, by=("size", "model"))
+        seg_summary = summary_table(_with_source_model(segmentation), SEGMENTATION_METRICS, by=("size", "model"),
+                                    counts=("empty_prediction",))
         summaries.append(seg_summary.assign(experiment="segmentation"))
         markdown += ["", "### Segmentation of real and synthetic CT (mean ± sd over structures, folds and subjects)", "",
-                     to_markdown(seg_summary)]
+                     to_markdown(seg_summary), SURFACE_DISTANCE_NOTE]
     written = [write_table(pd.concat(parts, ignore_index=True), out_statistics),
                write_table(pd.concat(summaries, ignore_index=True), out_summary)]
     written.append(atomic_write_text(out_markdown, "\n".join(markdown) + "\n"))

@@ -46,7 +46,7 @@ from .io import InputError, Volume, read_volume, write_volume
 from .networks import UNet2d
 from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct, resample_planes
 from .settings import SegmentationSettings
-from .training import load_checkpoint, resume, run_steps, save_checkpoint, write_history
+from .resumable import CHECKPOINT_FORMAT, data_identity, load_checkpoint, resume, run_steps, save_checkpoint, write_history
 
 __all__ = [
     "SegmentationSettings",
@@ -63,7 +63,6 @@ __all__ = [
 log = logging.getLogger("mr2ct.segmentation")
 
 LOSS_COLUMNS = ("loss", "ce", "dice_loss", "lr")
-CHECKPOINT_FORMAT = 1
 #: Intensity augmentation of normalised CT: scale ×U(1 ± SCALE), shift +U(± SHIFT).
 AUGMENT_SCALE = 0.1
 AUGMENT_SHIFT = 0.05
@@ -220,9 +219,6 @@ class _Run:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "segmentation",
-            "digest": self.settings.digest(),
             "step": self.step,
             "net": self.net.state_dict(),
             "opt": self.opt.state_dict(),
@@ -265,7 +261,7 @@ def train_segmentation(
     training resolution. Resumes from ``out_dir/checkpoint.pt`` when present
     and written with the same settings (otherwise starts afresh with a
     warning). With a time budget, stops after writing a checkpoint and raises
-    :class:`~mr2ct.training.TrainingInterrupted`.
+    :class:`~mr2ct.resumable.TrainingInterrupted`.
 
     Writes ``model.pt`` (state_dict, n_classes, base, depth, digest),
     ``losses.tsv`` (step, loss, ce, dice_loss, lr), ``validation.tsv``
@@ -293,7 +289,9 @@ def train_segmentation(
 
     run = _Run(s, device, np.bincount(labels.numpy().ravel(), minlength=s.n_classes))
     checkpoint = out_dir / "checkpoint.pt"
-    resume(run, checkpoint, {"digest": s.digest(), "format": CHECKPOINT_FORMAT, "kind": "segmentation"})
+    identity = {"format": CHECKPOINT_FORMAT, "kind": "segmentation", "digest": s.digest(),
+                "data": data_identity(training=caches, validation=validation_caches)}
+    resume(run, checkpoint, identity)
 
     def validate() -> None:
         if not val_subjects:
@@ -311,13 +309,13 @@ def train_segmentation(
             batch = _augment(batch, run.data_rng)
         return batch.to(device), labels[idx].to(device)
 
-    run_steps(run, s, checkpoint, next_batch, validate, desc="train segmenter", progress=progress,
+    run_steps(run, s, checkpoint, identity, next_batch, validate, desc="train segmenter", progress=progress,
               postfix={"loss": 0, "ce": 1, "dice": 2}, started=started)
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation, ["step", "mean_dice"])
     plot_segmentation_losses(out_dir / "loss_curves.png", np.asarray(run.history).reshape(-1, len(LOSS_COLUMNS)), run.validation)
     model_path = out_dir / "model.pt"
     save_checkpoint(model_path, {"state_dict": run.net.state_dict(), "n_classes": s.n_classes, "base": s.base,
-                                 "depth": s.depth, "digest": s.digest(), "steps": s.steps})
+                                 "depth": s.depth, "digest": s.digest(), "steps": s.steps, "data": identity["data"]})
     return model_path
 
 

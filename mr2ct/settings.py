@@ -22,6 +22,10 @@ from .io import InputError
 __all__ = ["MODELS", "SegmentationSettings", "TrainSettings"]
 
 MODELS = ("cyclegan", "cyclegan_gc", "reference_supervised")
+#: train.amp: bf16 autocast where the device supports bf16 ("auto"), always ("bf16") or never ("none")
+AMP_MODES = ("auto", "none", "bf16")
+#: train.upsampling of the generator: transposed convolution (the paper's) or resize-then-convolve
+UPSAMPLING = ("transpose", "resize")
 #: Settings that do not change a run's result: how long it may take, how often it is
 #: checkpointed and validated, where it runs. Left out of the digest that checkpoints carry.
 SCHEDULE_FIELDS = ("time_budget_minutes", "checkpoint_every", "eval_every", "device")
@@ -73,6 +77,8 @@ class TrainSettings:
     gc_absolute: bool = True
     ngf: int = 16
     n_blocks: int = 6
+    n_downsampling: int = 2
+    upsampling: str = "transpose"
     ndf: int = 32
     n_layers: int = 3
     min_body_fraction: float = 0.05
@@ -82,7 +88,7 @@ class TrainSettings:
     eval_every: int = 250
     seed: int = 0
     device: str = "auto"
-    amp: str = "none"
+    amp: str = "auto"
     channels_last: bool = False
     time_budget_minutes: float = 0.0  # 0: no budget
 
@@ -95,8 +101,13 @@ class TrainSettings:
             raise InputError(f"config key 'train.gc_weight' must be ≥ 0, got {self.gc_weight}")
         if self.crop_size < 0 or self.crop_size % 4:
             raise InputError(f"config key 'train.crop_size' must be 0 or a positive multiple of 4, got {self.crop_size}")
-        if self.amp not in ("none", "bf16"):
-            raise InputError(f"config key 'train.amp' must be none or bf16, got {self.amp}")
+        if self.amp not in AMP_MODES:
+            raise InputError(f"config key 'train.amp' must be one of {', '.join(AMP_MODES)}, got {self.amp}")
+        if self.upsampling not in UPSAMPLING:
+            raise InputError(f"config key 'train.upsampling' must be one of {', '.join(UPSAMPLING)}, got {self.upsampling}")
+        if self.crop_size % 2**self.n_downsampling:
+            raise InputError(f"config key 'train.crop_size' ({self.crop_size}) must be a multiple of "
+                             f"2^train.n_downsampling = {2**self.n_downsampling}")
 
     @classmethod
     def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int) -> TrainSettings:

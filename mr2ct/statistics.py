@@ -79,6 +79,7 @@ METRIC_DIRECTION: dict[str, str] = {
 
 #: Human-readable metric names with units (tables and axis labels).
 METRIC_LABEL: dict[str, str] = {
+    "empty_prediction": "empty predictions",
     "mae": "MAE [HU]",
     "mae_boundary": "boundary MAE [HU]",
     "psnr": "PSNR [dB]",
@@ -513,21 +514,25 @@ def summary_table(
     table: pd.DataFrame,
     metrics: Sequence[str] = SYNTHESIS_METRICS,
     by: str | Sequence[str] = ("size", "model"),
+    counts: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Mean and sample standard deviation (ddof 1) of each metric per group.
 
     Columns: the ``by`` columns, ``n`` (rows in the group), then for each
     metric ``<metric>_mean``, ``<metric>_sd`` and ``<metric>_n`` (finite
-    values used; NaN and ±inf are ignored). Groups are sorted by the ``by``
+    values used; NaN and ±inf are ignored), then ``<column>_sum`` for each
+    column of ``counts`` (e.g. the number of empty predictions, the reason
+    surface distances are missing). Groups are sorted by the ``by``
     columns, models in :data:`MODEL_ORDER`. Rows with an empty grouping value
     (e.g. the real-CT segmentation's ``size``) form their own group.
     """
     by = _as_tuple(by)
     metrics = tuple(metrics)
-    _require(table, (*by, *metrics), "summary_table")
+    counts = tuple(counts)
+    _require(table, (*by, *metrics, *counts), "summary_table")
     values = table[list(metrics)].apply(pd.to_numeric, errors="coerce")
     values = values.where(np.isfinite(values))
-    work = pd.concat([table[list(by)], values], axis=1)
+    work = pd.concat([table[list(by)], values, table[list(counts)].apply(pd.to_numeric, errors="coerce")], axis=1)
     rows = []
     groups = [((), work)] if not by else work.groupby(list(by), sort=False, dropna=False)
     for key, group in groups:
@@ -539,8 +544,10 @@ def summary_table(
             row[f"{m}_mean"] = float(v.mean()) if v.size else math.nan
             row[f"{m}_sd"] = float(v.std(ddof=1)) if v.size > 1 else math.nan
             row[f"{m}_n"] = int(v.size)
+        for c in counts:
+            row[f"{c}_sum"] = int(group[c].fillna(0).sum())
         rows.append(row)
-    cols = [*by, "n", *(f"{m}_{s}" for m in metrics for s in ("mean", "sd", "n"))]
+    cols = [*by, "n", *(f"{m}_{s}" for m in metrics for s in ("mean", "sd", "n")), *(f"{c}_sum" for c in counts)]
     out = pd.DataFrame(rows, columns=cols)
     if by:
         out = out.sort_values(
@@ -612,7 +619,11 @@ def to_markdown(
     -------
     str
         The table, one line per row, ending with a newline; a missing sd
-        (a single value) shows the mean only, a missing mean shows "–".
+        (a single value) shows the mean only, a missing mean shows "–". When a
+        metric exists for only ``k`` of the group's ``n`` rows, its cell ends
+        with ``(k/n)``: a mean over a smaller set is never shown as if it were
+        over all. ``<column>_sum`` columns (see ``counts`` of
+        :func:`summary_table`) are shown as integer columns after the metrics.
     """
     if metrics is None:
         metrics = [c[: -len("_mean")] for c in summary.columns if c.endswith("_mean")]
@@ -625,7 +636,9 @@ def to_markdown(
     labels = {**METRIC_LABEL, **(labels or {})}
     model_labels = dict(model_labels or {})
 
-    header = [*(labels.get(c, c) for c in by), *(["n"] if show_n and "n" in summary else []), *(labels.get(m, m) for m in metrics)]
+    sums = [c[: -len("_sum")] for c in summary.columns if c.endswith("_sum")]
+    header = [*(labels.get(c, c) for c in by), *(["n"] if show_n and "n" in summary else []),
+              *(labels.get(m, m) for m in metrics), *(labels.get(c, c.replace("_", " ")) for c in sums)]
     numeric = [False] * len(by) + [True] * (len(header) - len(by))
     rows = []
     places = {
@@ -645,7 +658,10 @@ def to_markdown(
             text = _format_number(mean, places[m])
             if not math.isnan(mean) and not math.isnan(sd):
                 text += f" ± {_format_number(sd, places[m])}"
+            if f"{m}_n" in summary and "n" in summary and int(r[f"{m}_n"]) < int(r["n"]):
+                text += f" ({int(r[f'{m}_n'])}/{int(r['n'])})"
             cells.append(text)
+        cells.extend(_cell_text(r[f"{c}_sum"]) for c in sums)
         rows.append(cells)
 
     widths = [max(3, len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]

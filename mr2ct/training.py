@@ -44,29 +44,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import InputError, atomic_path, atomic_write_text
+from . import provenance
+from .io import InputError
 from .losses import cycle_loss, gradient_consistency, gradient_consistency_loss, identity_loss, lsgan_loss
 from .metrics import mae, mae_boundary
 from .networks import PatchDiscriminator, ResnetGenerator, init_weights
 from .preprocess import PreprocessedSubject, load_preprocessed
+from .resumable import CHECKPOINT_FORMAT, data_identity, load_checkpoint, resume, run_steps, save_checkpoint, write_history
 from .settings import MODELS, TrainSettings
 
 __all__ = [
     "MODELS",
     "TrainSettings",
-    "TrainingInterrupted",
     "load_generator",
+    "predict_ct",
+    "resolve_precision",
     "train_run",
 ]
 
 log = logging.getLogger("mr2ct.training")
 
 LOSS_COLUMNS = ("loss_g", "adv", "cycle", "identity", "gc_loss", "loss_d", "gc_mr_to_ct", "lr")
-CHECKPOINT_FORMAT = 1
-
-
-class TrainingInterrupted(RuntimeError):
-    """Training stopped at its wall-time budget after writing a checkpoint; rerun to resume."""
 
 
 # --------------------------------------------------------------------------
@@ -190,11 +188,13 @@ class _Run:
     def __init__(self, settings: TrainSettings, device: torch.device):
         self.settings = settings
         self.device = device
+        self.precision = resolve_precision(settings.amp, device)
         torch.manual_seed(settings.seed)
         s = settings
 
         def generator() -> torch.nn.Module:
-            return init_weights(ResnetGenerator(1, 1, ngf=s.ngf, n_blocks=s.n_blocks)).to(device)
+            return init_weights(ResnetGenerator(1, 1, ngf=s.ngf, n_blocks=s.n_blocks, n_downsampling=s.n_downsampling,
+                                                upsampling=s.upsampling)).to(device)
 
         def discriminator() -> torch.nn.Module:
             return init_weights(PatchDiscriminator(1, ndf=s.ndf, n_layers=s.n_layers)).to(device)
@@ -236,8 +236,6 @@ class _Run:
     def state_dict(self) -> dict[str, Any]:
         nets = {k: v.state_dict() for k, v in dataclasses.asdict(self.nets).items() if v is not None}
         state = {
-            "format": CHECKPOINT_FORMAT,
-            "digest": self.settings.digest(),
             "step": self.step,
             "nets": {k: getattr(self.nets, k).state_dict() for k in nets},
             "opt_g": self.opt_g.state_dict(),
@@ -287,8 +285,7 @@ class _Run:
 
     # -- one optimisation step
     def _autocast(self):
-        enabled = self.settings.amp == "bf16"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
         s, n = self.settings, self.nets
@@ -346,17 +343,21 @@ class _Run:
                 float(gcl.detach()), float(loss_d.detach()), gc_ct, lr]
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint as plain tensors and containers (``weights_only=True``: nothing is unpickled)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a valid mr2ct checkpoint (refused to load: {type(exc).__name__}: {exc})") from exc
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively, as torch reports it (not guessed from a CPU name)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    caps = torch.cpu.get_capabilities()
+    return any(bool(caps.get(flag)) for flag in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def resolve_precision(amp: str, device: torch.device) -> str:
+    """``"bf16"`` (autocast) or ``"fp32"`` for the setting ``train.amp`` on ``device``."""
+    if amp == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return "bf16" if amp == "bf16" else "fp32"
 
 
 def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
@@ -364,7 +365,8 @@ def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Mod
     state = load_checkpoint(path)
     if not isinstance(state, dict) or "state_dict" not in state or "ngf" not in state:
         raise InputError(f"{path}: not an mr2ct generator file")
-    net = ResnetGenerator(1, 1, ngf=int(state["ngf"]), n_blocks=int(state["n_blocks"]))
+    net = ResnetGenerator(1, 1, ngf=int(state["ngf"]), n_blocks=int(state["n_blocks"]),
+                          n_downsampling=int(state["n_downsampling"]), upsampling=str(state["upsampling"]))
     net.load_state_dict(state["state_dict"])
     return net.to(device).eval()
 
@@ -407,74 +409,6 @@ def evaluate(generator: torch.nn.Module, subjects: Sequence[PreprocessedSubject]
 # --------------------------------------------------------------------------
 
 
-def resume(run: Any, checkpoint: Path, expect: dict[str, Any]) -> None:
-    """Load ``checkpoint`` into ``run`` when it exists and its entries match ``expect``
-    (settings digest, format, kind); otherwise keep the fresh run (with a warning)."""
-    if not checkpoint.exists():
-        return
-    state = load_checkpoint(checkpoint)
-    if not isinstance(state, dict) or any(state.get(key) != value for key, value in expect.items()):
-        log.warning("checkpoint %s was written with other settings; starting afresh", checkpoint)
-        return
-    run.load_state_dict(state)
-    log.info("resumed from %s at step %d", checkpoint, run.step)
-
-
-def run_steps(run: Any, settings: Any, checkpoint: Path, next_batch, validate, *, desc: str,
-              postfix: dict[str, int], progress: bool = True, started: float | None = None) -> None:
-    """The resumable optimisation loop shared by every network of the workflow.
-
-    ``run`` holds the state (``step``, ``history``, ``train_step``, ``state_dict``);
-    ``next_batch()`` draws the next batch from the run's own generator, so a resumed run
-    draws what an uninterrupted one would. Validates at step 0 (fresh runs), every
-    ``eval_every`` steps and at the end; writes an atomic checkpoint every
-    ``checkpoint_every`` steps and at the end; with ``time_budget_minutes`` > 0, writes a
-    checkpoint and raises :class:`TrainingInterrupted` once the budget (counted from
-    ``started``, a ``time.monotonic()`` value, by default now) is spent.
-    ``postfix`` maps progress-bar labels to loss columns (running mean of 25 steps).
-    """
-    from tqdm import tqdm
-
-    started = time.monotonic() if started is None else started
-    s = settings
-    if run.step == 0 and s.eval_every > 0:
-        validate()
-    bar = tqdm(total=s.steps, initial=run.step, desc=desc, unit="step", disable=not progress, mininterval=2.0)
-    budget = s.time_budget_minutes * 60.0
-    while run.step < s.steps:
-        run.history.append(run.train_step(*next_batch()))
-        run.step += 1
-        bar.update()
-        if run.step % 25 == 0:
-            recent = np.asarray(run.history[-25:])
-            bar.set_postfix({label: f"{recent[:, column].mean():.3f}" for label, column in postfix.items()})
-        if s.eval_every > 0 and (run.step % s.eval_every == 0 or run.step == s.steps):
-            validate()
-        if run.step % s.checkpoint_every == 0 and run.step < s.steps:
-            save_checkpoint(checkpoint, run.state_dict())
-        if budget > 0 and time.monotonic() - started > budget and run.step < s.steps:
-            save_checkpoint(checkpoint, run.state_dict())
-            bar.close()
-            raise TrainingInterrupted(f"time budget of {s.time_budget_minutes} min reached at step {run.step}; "
-                                      "checkpoint written, rerun to resume")
-    bar.close()
-    save_checkpoint(checkpoint, run.state_dict())
-
-
-def write_history(out_dir: Path, history: Sequence[Sequence[float]], columns: Sequence[str],
-                  validation: Sequence[dict], validation_columns: Sequence[str] | None = None) -> None:
-    """``losses.tsv`` (one row per step) and, when there are validation scores, ``validation.tsv``."""
-    import pandas as pd
-
-    table = pd.DataFrame(list(history), columns=list(columns))
-    table.insert(0, "step", np.arange(1, len(table) + 1))
-    atomic_write_text(out_dir / "losses.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))
-    if validation:
-        scores = pd.DataFrame(list(validation), columns=validation_columns)
-        atomic_write_text(out_dir / "validation.tsv",
-                          scores.to_csv(sep="\t", index=False, float_format="%.4f", lineterminator="\n"))
-
-
 def train_run(
     settings: TrainSettings,
     mr_caches: Sequence[str | os.PathLike],
@@ -488,7 +422,7 @@ def train_run(
     For ``reference_supervised`` the MR and CT caches must be the same subjects
     (paired slices). Resumes from ``out_dir/checkpoint.pt`` when present and
     written by the same settings. With a time budget, stops after writing a
-    checkpoint and raises :class:`TrainingInterrupted`.
+    checkpoint and raises :class:`~mr2ct.resumable.TrainingInterrupted`.
     """
     from .plotting import plot_losses, plot_montage
 
@@ -518,7 +452,11 @@ def train_run(
 
     run = _Run(s, device)
     checkpoint = out_dir / "checkpoint.pt"
-    resume(run, checkpoint, {"digest": s.digest(), "format": CHECKPOINT_FORMAT})
+    log.info("precision %s (train.amp: %s, device %s)", run.precision, s.amp, device)
+    provenance.note("precision", run.precision)
+    identity = {"format": CHECKPOINT_FORMAT, "kind": s.model, "digest": s.digest(), "precision": run.precision,
+                "data": data_identity(mr=mr_caches, ct=ct_caches, validation=validation_caches)}
+    resume(run, checkpoint, identity)
 
     def validate() -> None:
         if not val_subjects:
@@ -561,7 +499,7 @@ def train_run(
             mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)
         return mr, ct
 
-    run_steps(run, s, checkpoint, next_batch, validate, desc=f"train {s.model}", progress=progress,
+    run_steps(run, s, checkpoint, identity, next_batch, validate, desc=f"train {s.model}", progress=progress,
               postfix={"G": 0, "cyc": 2, "D": 5}, started=started)
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation)
     plot_losses(out_dir / "loss_curves.png", np.asarray(run.history), LOSS_COLUMNS, run.validation, title=f"{s.model}")
@@ -570,6 +508,8 @@ def train_run(
     selected_step = run.best_step if run.best_state is not None else run.step
     log.info("selected G_CT of step %d (lowest validation MAE)" if run.best_state is not None else "selected the final G_CT (step %d)", selected_step)
     save_checkpoint(generator_path, {"state_dict": selected, "ngf": s.ngf, "n_blocks": s.n_blocks,
+                                     "n_downsampling": s.n_downsampling, "upsampling": s.upsampling,
+                                     "precision": run.precision, "data": identity["data"],
                                      "digest": s.digest(), "model": s.model, "steps": s.steps, "selected_step": selected_step})
     return generator_path
 

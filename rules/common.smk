@@ -12,7 +12,9 @@ if _BASEDIR not in sys.path:
     sys.path.insert(0, _BASEDIR)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_BASEDIR, os.environ.get("PYTHONPATH")) if p)
 
-from mr2ct.cohort import cohort_from_config
+from snakemake.settings.types import ExecMode
+
+from mr2ct.cohort import cohort_from_config, validate_changed
 from mr2ct.config import load_yaml, merge, validate_config
 from mr2ct.splits import splits_from_config, statistics_warning
 
@@ -27,6 +29,12 @@ _effective = validate_config(merge(load_yaml(Path(workflow.basedir) / "config.ya
 config.clear()
 config.update(_effective)
 COHORT = cohort_from_config(config, RESULTS)
+# Read and check every volume of a given cohort before any job (only the volumes that changed
+# since they passed): a bad input stops the workflow here, so no job fails and no finished
+# result is invalidated by it. Jobs re-parsing the workflow (cluster, group jobs) skip it.
+# The generated phantom is checked by validate_cohort once its files exist.
+if not COHORT.generated and workflow.exec_mode == ExecMode.DEFAULT:
+    validate_changed(COHORT, config["data"]["geometry_tolerance_mm"], ".snakemake/mr2ct/validated_subjects.json")
 SUBJECTS = COHORT.ids
 FOLDS = splits_from_config(SUBJECTS, config)
 _design_warning = statistics_warning(FOLDS)

@@ -47,6 +47,8 @@ if COHORT.generated:
             "../workflow_scripts/phantom_tables.py"
 
 
+# The validation report of every volume (a given cohort was already checked when the workflow
+# was parsed, rules/common.smk); no job waits for it, so its rerun never reruns anything else.
 rule validate_cohort:
     input:
         cohort_files,
@@ -71,7 +73,6 @@ rule validate_cohort:
 rule preprocess:
     input:
         unpack(subject_files),
-        validation=f"{RESULTS}/cohort/validation.tsv",
     output:
         f"{RESULTS}/preprocessed/{{subject}}.npz",
     params:
@@ -91,8 +92,6 @@ rule preprocess:
 
 
 rule splits:
-    input:
-        f"{RESULTS}/cohort/validation.tsv",
     output:
         f"{RESULTS}/splits/splits.tsv",
     params:

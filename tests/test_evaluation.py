@@ -70,10 +70,11 @@ def test_segmentation_rows_and_table(subjects, tmp_path):
     b = segmentation_rows({s.subject: missed}, [s], LABELS, None, "real_ct", 0, "real_ct")
     assert (a["dice"] == 1).all() and (a["assd_mm"] == 0).all()
     pelvis = b.set_index("structure").loc["pelvis"]
-    assert pelvis["dice"] == 0 and np.isnan(pelvis["assd_mm"])
+    assert pelvis["dice"] == 0 and np.isnan(pelvis["assd_mm"]) and pelvis["empty_prediction"] == 1
+    assert (b.set_index("structure").drop(index="pelvis")["empty_prediction"] == 0).all()
     write_table(a, tmp_path / "a.csv")
     write_table(b, tmp_path / "b.csv")
     out = concat_parts([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "all.csv")
     text = out.read_text()
-    assert text.splitlines()[0] == "size,model,fold,subject,source,structure,dice,assd_mm,hd95_mm"
+    assert text.splitlines()[0] == "size,model,fold,subject,source,structure,dice,assd_mm,hd95_mm,empty_prediction"
     assert len(text.splitlines()) == 1 + 2 * len(LABELS)

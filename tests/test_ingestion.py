@@ -553,6 +553,35 @@ def test_non_binary_mask(tmp_path, synthrad):
     expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "only 0 and 1", "255")
 
 
+def test_mask_that_is_not_a_body_mask(tmp_path, synthrad):
+    """A mask of the whole field of view (air included) passes every shape check but is no body mask."""
+    path = synthrad / "phantom002" / "mask.nii.gz"
+    mask, affine = load_disk(path)
+    write_nifti(path, np.ones_like(mask, dtype=np.uint8), affine)
+    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "not a body mask",
+                          "are air in the CT")
+
+
+@pytest.mark.parametrize("modality", ["mr", "ct"])
+def test_volume_without_information(tmp_path, synthrad, modality):
+    """An all-zero volume (a failed export) would poison the normalisation."""
+    path = synthrad / "phantom001" / f"{modality}.nii.gz"
+    data, affine = load_disk(path)
+    write_nifti(path, np.zeros_like(data, dtype=np.int16), affine)
+    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom001'", str(path),
+                          "carries no information", "every voxel is 0")
+
+
+def test_mr_constant_inside_the_body(tmp_path, synthrad):
+    path = synthrad / "phantom003" / "mr.nii.gz"
+    data, affine = load_disk(path)
+    mask, _ = load_disk(synthrad / "phantom003" / "mask.nii.gz")
+    data[mask > 0] = 100.0
+    write_nifti(path, data.astype(np.float32), affine)
+    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path),
+                          "no information inside the body mask")
+
+
 def test_label_ids_missing_from_the_volume_table(tmp_path, synthrad):
     path = synthrad / "phantom003" / "labels.nii.gz"
     labels, affine = load_disk(path)
@@ -605,6 +634,51 @@ def test_sheet_missing_a_required_column(tmp_path, sheet_dir, cohort_dir):
     )
 
 
+@pytest.mark.parametrize(("typo", "meant"), [("label", "labels"), ("CT", "ct"), ("Subject", "subject"), ("msk", "mask")])
+def test_sheet_column_that_is_a_near_miss_of_a_known_column(tmp_path, sheet_dir, cohort_dir, typo, meant):
+    rows = [{(typo if k == meant else k): v for k, v in row.items()} for row in sheet_rows()]
+    sheet = write_sheet(sheet_dir / "samples.tsv", rows)
+    expect_report_failure(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, str(sheet),
+                          f"column '{typo}'", f"did you mean '{meant}'")
+
+
+def test_sheet_extra_columns_are_allowed(tmp_path, sheet_dir, cohort_dir):
+    rows = [{**row, "age": "61", "notes": "ok"} for row in sheet_rows()]
+    sheet = write_sheet(sheet_dir / "samples.tsv", rows)
+    assert report(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path)["subject"].tolist() == SUBJECTS
+
+
+def test_label_table_set_but_subjects_without_labels(tmp_path, sheet_dir, cohort_dir):
+    rows = [{k: v for k, v in row.items() if k != "labels"} for row in sheet_rows()]
+    sheet = write_sheet(sheet_dir / "samples.tsv", rows)
+    expect_report_failure(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path,
+                          "'data.labels_table' is set", "3 subject(s) have no label file", "phantom001")
+
+
+@pytest.mark.parametrize("subject", ["{phantom}", "a/b", "two words", ".hidden", "p*1", "ü1"])
+def test_subject_id_unusable_as_a_wildcard_value(tmp_path, sheet_dir, cohort_dir, subject):
+    rows = sheet_rows()
+    rows[1]["subject"] = subject
+    sheet = write_sheet(sheet_dir / "samples.tsv", rows)
+    expect_report_failure(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, str(sheet),
+                          f"subject id '{subject}' is not usable")
+
+
+def test_synthrad_folder_name_unusable_as_a_subject_id(tmp_path, synthrad):
+    (synthrad / "phantom002").rename(synthrad / "phantom{2}")
+    expect_report_failure(synthrad_config(synthrad), tmp_path, "data.synthrad_dir", "subject id 'phantom{2}' is not usable")
+
+
+def test_sheet_symlink_leaving_its_folder_is_called_a_symlink(tmp_path, sheet_dir, cohort_dir):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(sheet_dir / "phantom003", outside)
+    shutil.rmtree(sheet_dir / "phantom003")
+    (sheet_dir / "phantom003").symlink_to(outside, target_is_directory=True)
+    sheet = write_sheet(sheet_dir / "samples.tsv", sheet_rows())
+    expect_report_failure(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, "subject 'phantom003'",
+                          "symlink", str(sheet_dir / "phantom003"), "outside the sheet's folder")
+
+
 def test_sheet_relative_path_escaping_its_folder(tmp_path, sheet_dir, cohort_dir):
     """``../`` leaves the sheet's folder: refused unless data.allow_absolute_paths."""
     nested = sheet_dir / "sheets"
@@ -647,9 +721,18 @@ def test_sheet_absolute_path_refused_by_default(tmp_path, sheet_dir, cohort_dir)
         ({"data": {"source": "synthrad"}}, ["'data.synthrad_dir'", "synthrad"]),
         ({"data": {"source": "sheet"}}, ["'data.sheet'"]),
         ({"data": {"source": "dicom"}}, ["'data.source'", "dicom"]),
+        ({"preprocess": {"fov_mm": 1.0e6}}, ["'preprocess.fov_mm'", "maximum"]),
+        ({"data": {"phantom": {"spacing": [1.0, 1.0, 2500.0]}}}, ["'data.phantom.spacing[2]'", "maximum"]),
+        ({"data": {"phantom": {"matrix": [448, 100000]}}}, ["'data.phantom.matrix[1]'", "maximum"]),
+        ({"preprocess": {"image_size": 8192}}, ["'preprocess.image_size'", "maximum"]),
+        ({"evaluation": {"boundary_band_mm": 5000}}, ["'evaluation.boundary_band_mm'", "maximum"]),
+        ({"data": {"geometry_tolerance_mm": 100}}, ["'data.geometry_tolerance_mm'", "maximum"]),
+        ({"preprocess": {"image_size": 72}, "train": {"n_downsampling": 4}},
+         ["'preprocess.image_size'", "2^train.n_downsampling = 16"]),
     ],
     ids=["unknown_nested_key", "unknown_top_key", "wrong_type", "image_size_not_div4", "one_fold", "negative_seed",
-         "synthrad_without_dir", "sheet_without_sheet", "unknown_source"],
+         "synthrad_without_dir", "sheet_without_sheet", "unknown_source", "fov_of_a_kilometre", "slice_of_2.5_m",
+         "huge_matrix", "huge_image_size", "huge_band", "huge_tolerance", "image_size_not_divisible_by_stages"],
 )
 def test_invalid_config_names_the_key(tmp_path, override, fragments):
     with pytest.raises(InputError) as info:

@@ -256,6 +256,30 @@ def test_verify_names_deleted_files_also_inside_directories(chain):
     assert ("MISSING", "data/raw.txt") in problems(report)
 
 
+def test_directory_outputs_ignore_snakemake_bookkeeping_and_report_added_files(chain):
+    """Snakemake adds .snakemake_timestamp to a directory output after the job's record was
+    written: not the job's output, so neither recorded nor reported. A file put there later
+    is ADDED, not a changed record."""
+    (chain / "results/cohort/volumes/.snakemake_timestamp").write_text("")
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert report["ok"], report["problems"]
+    (chain / "results/cohort/volumes/S3.bin").write_bytes(b"\x02" * 10)
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert problems(report) == {("ADDED", "results/cohort/volumes/S3.bin")}
+
+
+def test_verify_catches_an_edit_that_keeps_size_and_modification_time(chain):
+    """A same-size edit with the old mtime restored: only a content hash catches it."""
+    target = chain / "results/cohort/volumes/S1/ct.bin"
+    before = target.stat()
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0x01
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    report = audit(chain / "results/figures/mae.png", verify=True)
+    assert problems(report) == {("CHANGED", "results/cohort/volumes/S1/ct.bin")}
+
+
 def test_verify_flags_an_upstream_file_remade_under_another_config_as_stale(chain):
     # the cohort is re-made under config B (same bytes) after the table used the config-A version
     cohort_job(chain, config=CONFIG_B)

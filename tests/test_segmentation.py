@@ -21,7 +21,7 @@ from mr2ct.segmentation import (
     segmentation_loss,
     train_segmentation,
 )
-from mr2ct.training import TrainingInterrupted, load_checkpoint, save_checkpoint
+from mr2ct.resumable import TrainingInterrupted, load_checkpoint, save_checkpoint
 
 TINY = dict(steps=8, batch_size=4, base=4, depth=2, eval_every=4, checkpoint_every=3, seed=3, n_classes=13)
 
@@ -90,10 +90,23 @@ def test_checkpoint_of_other_settings_is_not_resumed(caches, tmp_path, caplog):
     other = dataclasses.replace(settings, lr=5e-4, time_budget_minutes=1e-9)
     with pytest.raises(TrainingInterrupted):
         train_segmentation(other, caches[:1], [], tmp_path / "run", progress=False)
-    with caplog.at_level("WARNING", logger="mr2ct.segmentation"):
+    with caplog.at_level("WARNING", logger="mr2ct.resumable"):
         again = train_segmentation(settings, caches[:1], [], tmp_path / "run", progress=False)
-    assert "other settings" in caplog.text
+    assert "written for another run (digest" in caplog.text
     _assert_same(_weights(reference), _weights(again))
+
+
+def test_changed_labels_retrain_instead_of_resuming(caches, tmp_path, caplog):
+    from .test_training import changed_copy
+
+    settings = SegmentationSettings(**TINY)
+    first = _weights(train_segmentation(settings, caches[:2], [caches[3]], tmp_path / "run", progress=False))
+    changed = changed_copy(caches[1], tmp_path / "changed", key="ct")
+    with caplog.at_level("INFO", logger="mr2ct.resumable"):
+        retrained = _weights(train_segmentation(settings, [caches[0], changed], [caches[3]], tmp_path / "run",
+                                                progress=False))
+    assert f"training data changed (training: content of {caches[1].name})" in caplog.text
+    assert not torch.equal(first["head.weight"], retrained["head.weight"])
 
 
 def test_a_few_steps_reduce_the_loss(trained):

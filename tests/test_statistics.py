@@ -272,6 +272,24 @@ def test_to_markdown_renders_mean_pm_sd():
     assert "–" in body  # all-NaN PSNR at size 4
 
 
+def test_a_mean_over_fewer_values_says_so_and_empty_predictions_are_counted():
+    """ASSD exists only where a structure was predicted: the summary shows (k/n) and counts the
+    empty predictions, instead of a mean over a silently smaller set."""
+    table = pd.DataFrame({
+        "size": [2] * 4, "model": ["cyclegan_gc"] * 4,
+        "dice": [0.9, 0.8, 0.0, 0.0], "assd_mm": [1.0, 2.0, np.nan, np.nan], "empty_prediction": [0, 0, 1, 1],
+    })
+    summary = S.summary_table(table, metrics=("dice", "assd_mm"), counts=("empty_prediction",))
+    row = summary.iloc[0]
+    assert (row["n"], row["assd_mm_n"], row["dice_n"], row["empty_prediction_sum"]) == (4, 2, 4, 2)
+    text = S.to_markdown(summary)
+    header = [c.strip() for c in text.split("\n")[0].strip("|").split("|")]
+    assert header[-1] == "empty predictions"
+    body = text.split("\n")[2]
+    assert "1.50 ± 0.71 (2/4)" in body and "(4/4)" not in body
+    assert body.rstrip(" |").endswith("2")
+
+
 def test_readme_findings_read_the_tables_right(tmp_path):
     """A constructed run where the answers are known: GC lowers boundary MAE by ~30 HU,
     more data lowers cyclegan_gc's MAE by ~40 HU and leaves cyclegan's unchanged, and the

@@ -10,7 +10,8 @@ import torch
 
 from mr2ct.io import InputError, read_volume
 from mr2ct.synthesis import synthesize_run
-from mr2ct.training import TrainingInterrupted, TrainSettings, load_checkpoint, load_generator, random_crop, train_run
+from mr2ct.resumable import TrainingInterrupted, load_checkpoint
+from mr2ct.training import TrainSettings, load_generator, random_crop, train_run
 
 TINY = dict(steps=8, batch_size=2, ngf=4, n_blocks=1, ndf=4, n_layers=2, eval_every=4, checkpoint_every=3, seed=3)
 
@@ -48,6 +49,40 @@ def test_interrupted_run_resumes_bit_identically(caches, tmp_path):
     _assert_same(_weights(reference), _weights(resumed))
     ref_losses = (tmp_path / "ref/losses.tsv").read_text()
     assert ref_losses == (tmp_path / "cut/losses.tsv").read_text()
+
+
+def changed_copy(cache, folder, key="mr"):
+    """A copy of a preprocessing cache, same file name, with one modality changed non-linearly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with np.load(cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[key] = (np.abs(arrays[key]) ** 0.5 * np.sign(arrays[key])).astype(arrays[key].dtype)
+    np.savez(folder / cache.name, **arrays)
+    return folder / cache.name
+
+
+def test_a_changed_training_input_retrains_instead_of_resuming(caches, tmp_path, caplog):
+    """The checkpoint of a finished run is not resumed for other data: the run starts afresh,
+    says which input changed, and ends with other weights; unchanged data resumes bit-identically."""
+    settings = TrainSettings(model="cyclegan_gc", gc_weight=1.0, **TINY)
+    run = tmp_path / "run"
+    first = _weights(train_run(settings, [caches[0]], [caches[1]], [caches[3]], run, progress=False))
+    with caplog.at_level("INFO", logger="mr2ct.resumable"):
+        again = _weights(train_run(settings, [caches[0]], [caches[1]], [caches[3]], run, progress=False))
+    assert f"resumed from {run / 'checkpoint.pt'} at step {settings.steps}" in caplog.text
+    _assert_same(first, again)
+    caplog.clear()
+    changed = changed_copy(caches[0], tmp_path / "changed")
+    with caplog.at_level("INFO", logger="mr2ct.resumable"):
+        retrained = _weights(train_run(settings, [changed], [caches[1]], [caches[3]], run, progress=False))
+    assert f"training data changed (mr: content of {caches[0].name})" in caplog.text
+    assert "resumed" not in caplog.text
+    assert not torch.equal(first["model.1.weight"], retrained["model.1.weight"])
+    # the same data in another role is another run too
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mr2ct.resumable"):
+        train_run(settings, [caches[1]], [caches[0]], [caches[3]], run, progress=False)
+    assert "training data changed" in caplog.text
 
 
 def test_a_few_steps_reduce_the_cycle_loss(caches, tmp_path):

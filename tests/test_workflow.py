@@ -18,10 +18,11 @@ from .conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir, *args, check=True):
+def snakemake(workdir, *args, check=True, timeout=1800):
+    """The README's command (the local profile) in ``workdir``; fails the test after ``timeout`` seconds."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+           "--profile", str(ROOT / "profiles/local"), *args]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -154,28 +155,111 @@ def test_same_config_gives_identical_cache(tiny_run, tmp_path):
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{path.name}:{key}")
 
 
-def test_bad_cohort_fails_before_preprocessing_and_names_the_subject(tiny_run, tmp_path):
-    import nibabel as nib
+def result_files(workdir) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every result (not logs, benchmarks or provenance records)."""
+    import hashlib
 
-    cohort = tmp_path / "data"
-    sheet_rows = []
+    out = {}
+    for path in sorted((workdir / "results").rglob("*")):
+        rel = path.relative_to(workdir).as_posix()
+        if path.is_file() and not rel.startswith(("results/logs/", "results/benchmarks/", "results/provenance/")):
+            out[rel] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sheet_run(tiny_run, tmp_path_factory):
+    """A finished tiny run on a sample-sheet cohort (the tiny phantom's volumes, copied)."""
+    workdir = tmp_path_factory.mktemp("sheet_run")
+    cohort = workdir / "data"
+    rows = []
     for subject in [f"phantom{i:03d}" for i in range(1, 7)]:
         (cohort / subject).mkdir(parents=True)
-        for m in ("mr", "ct", "mask"):
-            (cohort / subject / f"{m}.nii.gz").write_bytes((tiny_run / f"results/cohort/{subject}/{m}.nii.gz").read_bytes())
-        sheet_rows.append(f"{subject}\t{subject}/mr.nii.gz\t{subject}/ct.nii.gz\t{subject}/mask.nii.gz\t")
-    broken = nib.load(cohort / "phantom003/mr.nii.gz")
-    data = broken.get_fdata().astype(np.float32)
-    data[3, 3, 3] = np.nan
-    nib.save(nib.Nifti1Image(data, broken.affine), cohort / "phantom003/mr.nii.gz")
-    (cohort / "sheet.tsv").write_text("subject\tmr\tct\tmask\tlabels\n" + "\n".join(sheet_rows) + "\n")
-    result = snakemake(tmp_path, "--configfile", str(ROOT / "configs/tiny.yaml"),
-                       "--config", f"data={{source: sheet, sheet: {cohort / 'sheet.tsv'}}}", check=False)
+        for m in ("mr", "ct", "mask", "labels"):
+            shutil.copy2(tiny_run / f"results/cohort/{subject}/{m}.nii.gz", cohort / subject / f"{m}.nii.gz")
+        rows.append("\t".join([subject, *(f"{subject}/{m}.nii.gz" for m in ("mr", "ct", "mask", "labels"))]))
+    shutil.copy2(tiny_run / "results/cohort/labels.tsv", cohort / "labels.tsv")
+    (cohort / "sheet.tsv").write_text("subject\tmr\tct\tmask\tlabels\n" + "\n".join(rows) + "\n")
+    (workdir / "data.yaml").write_text(f"data: {{source: sheet, sheet: {cohort / 'sheet.tsv'}, "
+                                       f"labels_table: {cohort / 'labels.tsv'}}}\n")
+    snakemake(workdir, *SHEET_ARGS(workdir))
+    return workdir
+
+
+def SHEET_ARGS(workdir):  # noqa: N802 (a constant that depends on the folder)
+    return ("--configfile", str(ROOT / "configs/tiny.yaml"), str(workdir / "data.yaml"))
+
+
+def _rewrite_mr(path, change):
+    import nibabel as nib
+
+    image = nib.load(path)
+    nib.save(nib.Nifti1Image(change(image.get_fdata().astype(np.float32)), image.affine), path)
+
+
+def test_bad_input_stops_before_any_job_and_a_restored_input_reruns_nothing(sheet_run):
+    """A NaN in one MR: the workflow refuses to start, naming subject, file and fault, and
+    nothing computed changes; restoring the file byte for byte leaves nothing to do."""
+    mr = sheet_run / "data/phantom003/mr.nii.gz"
+    original = mr.read_bytes()
+    before = result_files(sheet_run)
+
+    def poison(data):
+        data[3, 3, 3] = np.nan
+        return data
+
+    _rewrite_mr(mr, poison)
+    result = snakemake(sheet_run, *SHEET_ARGS(sheet_run), check=False)
     assert result.returncode != 0
-    log = (tmp_path / "results/logs/validate_cohort.log").read_text()
-    assert "phantom003" in log and "NaN" in log
-    assert not (tmp_path / "results/preprocessed").exists()
-    assert not (tmp_path / "results/cohort/validation.tsv").exists()
+    assert "subject 'phantom003'" in result.stderr and str(mr) in result.stderr and "NaN" in result.stderr
+    assert "Job stats" not in result.stdout + result.stderr  # refused while parsing: no job was planned
+    assert result_files(sheet_run) == before
+    mr.write_bytes(original)  # restored: new modification time, same bytes
+    dry = snakemake(sheet_run, *SHEET_ARGS(sheet_run), "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
+    assert result_files(sheet_run) == before
+
+
+def test_a_changed_input_retrains_the_runs_that_use_it(sheet_run):
+    """A non-linear change of one MR reruns what reads it; its training runs start afresh
+    (the old checkpoints are of other data) and end with other weights."""
+    import hashlib
+
+    mr = sheet_run / "data/phantom003/mr.nii.gz"
+    generators = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (sheet_run / "results/models").rglob("generator.pt")}
+    _rewrite_mr(mr, lambda data: np.sqrt(np.maximum(data, 0.0)) * 20.0)
+    snakemake(sheet_run, *SHEET_ARGS(sheet_run))
+    logs = "".join(p.read_text() for p in (sheet_run / "results/logs/train").rglob("*.log"))
+    assert "training data changed" in logs and "phantom003.npz" in logs
+    changed = [p for p, sha in generators.items() if hashlib.sha256(p.read_bytes()).hexdigest() != sha]
+    assert changed, "no model was retrained"
+    dry = snakemake(sheet_run, *SHEET_ARGS(sheet_run), "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_audit_of_a_directory_output_passes_untouched_and_names_a_flipped_byte(tiny_run):
+    """Synthetic-CT folders are directory outputs (Snakemake adds .snakemake_timestamp to them)."""
+    folder = "results/synthetic_ct/2/cyclegan_gc/fold0"
+    assert (tiny_run / folder / ".snakemake_timestamp").exists()
+
+    def audit(*args):
+        return subprocess.run([sys.executable, "-m", "mr2ct.cli", "audit", *args, "--verify"], cwd=tiny_run,
+                              capture_output=True, text=True, timeout=300)
+
+    clean = audit(folder)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    target = tiny_run / folder / "phantom001.nii.gz"
+    original = target.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    try:
+        target.write_bytes(bytes(flipped))
+        tampered = audit("results/tables/synthesis_metrics.csv")
+        assert tampered.returncode == 1
+        assert f"CHANGED  {folder}/phantom001.nii.gz" in tampered.stdout, tampered.stdout
+        assert f"1 problem(s): CHANGED {folder}/phantom001.nii.gz" in tampered.stderr, tampered.stderr
+    finally:
+        target.write_bytes(original)
 
 
 def test_config_error_stops_the_workflow_before_any_job(tmp_path):
