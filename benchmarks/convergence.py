@@ -1,11 +1,12 @@
 """Convergence trial: one training run of the default config (plus overrides), scored as the workflow scores it.
 
-Usage: python benchmarks/convergence.py --workdir WORKDIR [--fold 0] [--size 6] [--model cyclegan_gc]
-       [--steps 1000] [--eval-every 100] [--set key=value ...] --out DIR
+Usage: python benchmarks/convergence.py --workdir WORKDIR [--configfile OVERLAY.yaml] [--fold 0] [--size 6]
+       [--model cyclegan_gc] [--steps 1000] [--eval-every 100] [--set key=value ...] --out DIR
 
 WORKDIR is a finished (or data-stage-only: ``snakemake --until preprocess``) run of the default
-config; its ``results/preprocessed/`` caches set the image size (preprocess a second workdir with
-``--config preprocess='{image_size: 96}'`` to try another). Trains with ``mr2ct.training.train_run``
+config (with the same ``--configfile`` overlay, if any); its ``results/preprocessed/`` caches set
+the image size (preprocess a second workdir with ``--config preprocess='{image_size: 96}'`` to try
+another). Trains with ``mr2ct.training.train_run``
 (validation MAE at training resolution every ``--eval-every`` steps, in ``DIR/validation.tsv``),
 then applies the selected generator to the fold's test subjects, resamples to the CT grid and
 prints one JSON line: MAE and boundary MAE at full resolution, the constant baseline of the same
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mr2ct.config import load_config
+from mr2ct.config import load_config, load_yaml
 from mr2ct.io import read_volume
 from mr2ct.metrics import mae, mae_boundary
 from mr2ct.phantom import subject_ids
@@ -46,9 +47,10 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--set", nargs="*", default=[], help="train.* overrides, e.g. augment=false gc_weight=1")
+    parser.add_argument("--configfile", type=Path, help="overlay on config.yaml (as snakemake --configfile)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = load_config(ROOT / "config.yaml")
+    config = load_config(ROOT / "config.yaml", load_yaml(args.configfile) if args.configfile else None)
     for item in args.set:
         key, value = item.split("=", 1)
         current = config["train"][key]

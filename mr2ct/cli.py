@@ -22,9 +22,21 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> dict:
+    """The workflow's config stack: the base config (``--base``, default ./config.yaml), then every
+    ``--config``/``--configfile`` overlay in order (as ``snakemake --configfile``), then ``--set``."""
     import yaml
 
-    from .config import load_config
+    from .config import load_yaml, merge, validate_config
+
+    stack = [] if args.base is None or not args.base.exists() else [args.base]
+    for path in args.config or []:
+        if not stack or Path(path).resolve() != stack[0].resolve():
+            stack.append(Path(path))
+    if not stack:
+        raise InputError(f"no configuration: {args.base} not found and no --config given")
+    config: dict = {}
+    for path in stack:
+        config = merge(config, load_yaml(path))
 
     overrides = {}
     for item in args.set or []:
@@ -36,8 +48,7 @@ def _load(args: argparse.Namespace) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw)
-    config = load_config(args.config, overrides or None)
-    return config
+    return validate_config(merge(config, overrides))
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -102,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("splits", _cmd_splits, "print the cross-validation folds and nested training sets"),
     ):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--config", type=Path, default=Path("config.yaml"), help="config file (default config.yaml)")
+        p.add_argument("--base", type=Path, default=Path("config.yaml"),
+                       help="the workflow's default config (default ./config.yaml when it exists)")
+        p.add_argument("--config", "--configfile", action="append", type=Path, metavar="FILE",
+                       help="an overlay merged on the base, repeatable, in order (as snakemake --configfile), "
+                            "e.g. configs/tiny.yaml")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. splits.folds=5")
         p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results)")
         p.set_defaults(func=func)

@@ -1,6 +1,6 @@
 """Workflow configuration: loading, schema validation with defaults, and cohort-level checks.
 
-The schema (``schemas/config.schema.yaml``, shipped inside the package) is the
+The schema (``mr2ct/schemas/config.schema.yaml``, shipped inside the package) is the
 single description of every key. Validation fills defaults, rejects unknown
 keys and wrong types, and raises :class:`~mr2ct.io.InputError` with the
 offending key's dotted path, so a typo never silently falls back to a default.

@@ -159,10 +159,13 @@ def plot_qualitative(
     """Figure 4: MR, real CT, synthetic CTs and their |error| on the slice through the hip joints.
 
     Volumes are canonical ``(X, Y, Z)`` arrays at the subject's resolution;
-    ``synthetic`` maps a panel label (e.g. "CycleGAN") to a synthetic CT. All CT
-    panels share the window ``CT_WINDOW``; error maps share [0, 500] HU and are
-    zero outside the body. Each image panel has an inset zooming on the
-    patient's right hip joint.
+    ``synthetic`` maps a panel label (e.g. "CycleGAN") to a synthetic CT. Two
+    rows, every panel filled: the first column shows the MR above the real CT,
+    each further column a synthetic CT above its |error| map. All CT panels
+    share the window ``CT_WINDOW`` (colour bar on the right of the first row);
+    error maps share [0, 500] HU (colour bar of the second row) and are zero
+    outside the body. Each image panel has an inset zooming on the patient's
+    right hip joint.
     """
     from mpl_toolkits.axes_grid1.inset_locator import mark_inset
 
@@ -186,31 +189,32 @@ def plot_qualitative(
     r0, c0 = int(np.mean(rows)), int(np.mean(cols))
     half = int(round(40.0 / float(spacing[0])))
     aspect = float(spacing[1]) / float(spacing[0])
-    n_cols = max(len(panels), len(errors) + 2)
-    fig, axes = plt.subplots(2, n_cols, figsize=(1.75 * n_cols, 3.9), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    layout = [(0, i, p) for i, p in enumerate(panels)] + [(1, i + 2, e) for i, e in enumerate(errors)]
-    for row, col, (name, image, kw) in layout:
-        ax = axes[row, col]
-        im = ax.imshow(image, aspect=aspect, interpolation="nearest", **kw)
-        ax.set_title(name, fontsize=8)
-        inset = ax.inset_axes([0.58, 0.0, 0.42, 0.42])
-        inset.imshow(image, aspect=aspect, interpolation="nearest", **kw)
-        inset.set_xlim(c0 - half, c0 + half)
-        inset.set_ylim(r0 + half, r0 - half)
-        inset.set_xticks([]), inset.set_yticks([])
-        for spine in inset.spines.values():
-            spine.set_edgecolor("yellow")
-        mark_inset(ax, inset, loc1=2, loc2=3, fc="none", ec="yellow", lw=0.6)
-        if row == 1:
-            last_error = im
-    if errors:
-        cax = axes[1, 1].inset_axes([0.8, 0.15, 0.07, 0.7])
-        fig.colorbar(last_error, cax=cax).set_label("|error| (HU)", fontsize=7)
-        cax.tick_params(labelsize=7)
-        ax = axes[1, 0]
-        ax.text(0.0, 0.5, f"{subject}\naxial slice {k}\nCT window\n[{CT_WINDOW[0]:.0f}, {CT_WINDOW[1]:.0f}] HU",
-                transform=ax.transAxes, fontsize=7, va="center")
-    fig.tight_layout()
+    # two full rows, no empty panel: MR above the real CT, each synthetic CT above its error map
+    columns = [(panels[0], panels[1]), *zip(panels[2:], errors)]
+    height, width = ct_k.shape[0] * aspect, ct_k.shape[1]
+    fig, axes = plt.subplots(2, len(columns), figsize=(1.9 * len(columns) + 0.9, 2 * 1.9 * height / width + 0.8),
+                             squeeze=False, layout="constrained")
+    shown = {}
+    for col, pair in enumerate(columns):
+        for row, (name, image, kw) in enumerate(pair):
+            ax = axes[row, col]
+            ax.axis("off")
+            shown[(row, col)] = ax.imshow(image, aspect=aspect, interpolation="nearest", **kw)
+            ax.set_title(name, fontsize=8)
+            inset = ax.inset_axes([0.58, 0.0, 0.42, 0.42])
+            inset.imshow(image, aspect=aspect, interpolation="nearest", **kw)
+            inset.set_xlim(c0 - half, c0 + half)
+            inset.set_ylim(r0 + half, r0 - half)
+            inset.set_xticks([]), inset.set_yticks([])
+            for spine in inset.spines.values():
+                spine.set_edgecolor("yellow")
+            mark_inset(ax, inset, loc1=2, loc2=3, fc="none", ec="yellow", lw=0.6)
+    if len(columns) > 1:
+        bar = fig.colorbar(shown[(0, len(columns) - 1)], ax=axes[0, 1:], shrink=0.85, pad=0.02)
+        bar.set_label("CT (HU)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+        bar = fig.colorbar(shown[(1, len(columns) - 1)], ax=axes[1, 1:], shrink=0.85, pad=0.02)
+        bar.set_label("|error| (HU)", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    fig.suptitle(f"{subject}, axial slice {k} through the hip joints (insets: the patient's right hip)", fontsize=8)
     return save_png_pdf(fig, path_stem, dpi=200)

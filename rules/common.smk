@@ -150,7 +150,7 @@ def all_runs(stage, filename=""):
     ]
 
 
-QUALITATIVE_MODELS = [m for m in ("cyclegan", "cyclegan_gc") if m in MODELS]
+QUALITATIVE_MODELS = [m for m in ("cyclegan", "cyclegan_gc", "reference_supervised") if m in MODELS]
 TABLE_FIGURES = [
     "mae_vs_training_size", "psnr_vs_training_size", "ssim_vs_training_size", "boundary_mae_vs_training_size",
     "training_curves", *(["dice_by_structure", "surface_distance_by_structure"] if LABELLED else []),

@@ -19,6 +19,31 @@ def test_shipped_configs_validate(overlay):
     assert config["preprocess"]["image_size"] % 4 == 0
 
 
+SHIPPED = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("overlay", SHIPPED)
+def test_cli_validate_stacks_every_shipped_overlay_on_config_yaml(overlay, tmp_path, monkeypatch, capsys):
+    """`mr2ct validate --config configs/X.yaml` means config.yaml + X, as `snakemake --configfile` does."""
+    from mr2ct.cli import main
+
+    monkeypatch.chdir(ROOT)
+    assert main(["validate", "--config", overlay, "--results", str(tmp_path / "results")]) == 0
+    assert "config is valid" in capsys.readouterr().out
+
+
+def test_cli_overlays_apply_in_order(tmp_path, monkeypatch, capsys):
+    from mr2ct.cli import main
+
+    monkeypatch.chdir(ROOT)
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("splits: {folds: 4}\n")
+    second.write_text("splits: {folds: 2, sizes: [2]}\n")
+    assert main(["splits", "--config", str(first), "--config", str(second), "--results", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert {line.split("\t")[0] for line in table.splitlines()[1:]} == {"0", "1"}
+
+
 def test_defaults_are_filled_from_the_schema():
     config = validate_config({"seed": 1, "data": {"source": "phantom"}, "preprocess": {}, "splits": {}, "models": ["cyclegan"]})
     assert config["splits"]["pairing"] == "disjoint"
