@@ -57,8 +57,12 @@ def main() -> None:
         config["train"][key] = (value == "true") if isinstance(current, bool) else type(current)(value)
     fold = splits_from_config(subject_ids(config["data"]["phantom"]["subjects"]), config)[args.fold]
     training = fold.training_set(args.size, config["splits"]["pairing"])
-    settings = dataclasses.replace(TrainSettings.from_config(config, args.model, args.size, args.fold),
-                                   steps=args.steps, eval_every=args.eval_every, checkpoint_every=10**9)
+    settings = dataclasses.replace(
+        TrainSettings.from_config(config, args.model, args.size, args.fold),
+        steps=args.steps,
+        eval_every=args.eval_every,
+        checkpoint_every=10**9,
+    )
     results = args.workdir / "results"
 
     def caches(subjects):
@@ -77,13 +81,31 @@ def main() -> None:
         real = read_volume(results / "cohort" / subject / "ct.nii.gz")
         mask = read_volume(results / "cohort" / subject / "mask.nii.gz").data > 0
         bone = np.isin(read_volume(results / "cohort" / subject / "labels.nii.gz").data, (1, 2, 3))
-        scores.append((mae(real.data, fake, mask), mae(real.data, np.full_like(real.data, base), mask),
-                       mae_boundary(real.data, fake, mask, real.spacing, bone=bone, band_mm=2.0)))
+        scores.append(
+            (
+                mae(real.data, fake, mask),
+                mae(real.data, np.full_like(real.data, base), mask),
+                mae_boundary(real.data, fake, mask, real.spacing, bone=bone, band_mm=2.0),
+            )
+        )
     m, const, boundary = np.mean(scores, axis=0)
-    print(json.dumps({"out": str(args.out), "fold": args.fold, "size": args.size, "model": args.model, "set": args.set,
-                      "seconds_per_step": round(seconds / args.steps, 3), "test_mae": round(m, 1),
-                      "test_constant_mae": round(const, 1), "test_boundary_mae": round(boundary, 1),
-                      "ratio": round(m / const, 3)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "fold": args.fold,
+                "size": args.size,
+                "model": args.model,
+                "set": args.set,
+                "seconds_per_step": round(seconds / args.steps, 3),
+                "test_mae": round(m, 1),
+                "test_constant_mae": round(const, 1),
+                "test_boundary_mae": round(boundary, 1),
+                "ratio": round(m / const, 3),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

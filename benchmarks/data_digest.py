@@ -44,9 +44,17 @@ def main() -> None:
         best = min(best, time.perf_counter() - start)
     cpu = sum(pd.read_csv(p, sep="\t")["cpu_time"].sum() for p in (results / "benchmarks/train").rglob("*.tsv"))
     megabytes = sum(p.stat().st_size for roles in runs for paths in roles.values() for p in paths) / 1e6
-    print(json.dumps({"runs": len(runs), "hashed_mb": round(megabytes, 1), "digest_seconds": round(best, 2),
-                      "train_cpu_seconds": round(float(cpu), 1),
-                      "fraction_of_training": round(best / float(cpu), 5) if cpu else None}))
+    print(
+        json.dumps(
+            {
+                "runs": len(runs),
+                "hashed_mb": round(megabytes, 1),
+                "digest_seconds": round(best, 2),
+                "train_cpu_seconds": round(float(cpu), 1),
+                "fraction_of_training": round(best / float(cpu), 5) if cpu else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,23 @@ def main() -> None:
         for _ in range(args.repeat):
             start = time.perf_counter()
             result = subprocess.run(
-                [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", tmp,
-                 "--configfile", str(ROOT / args.config), "-n", *profile],
-                capture_output=True, text=True, check=True, cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    "-s",
+                    str(ROOT / "Snakefile"),
+                    "--directory",
+                    tmp,
+                    "--configfile",
+                    str(ROOT / args.config),
+                    "-n",
+                    *profile,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
             )
             times.append(time.perf_counter() - start)
             out = result.stdout + result.stderr

@@ -39,18 +39,40 @@ def main() -> None:
     jobs = []
     for size in sizes:
         for fold in folds:
-            jobs.append(("reference_metrics", f"metrics/synthesis/{size}/references/fold{fold}.csv",
-                         lambda out, s=size, f=fold: reference_metrics_job(config, s, f, out)))
+            jobs.append(
+                (
+                    "reference_metrics",
+                    f"metrics/synthesis/{size}/references/fold{fold}.csv",
+                    lambda out, s=size, f=fold: reference_metrics_job(config, s, f, out),
+                )
+            )
             for model in models:
-                jobs.append(("synthesis_metrics", f"metrics/synthesis/{size}/{model}/fold{fold}.csv",
-                             lambda out, s=size, m=model, f=fold: synthesis_metrics_job(
-                                 config, s, m, f, f"results/synthetic_ct/{s}/{m}/fold{f}", out)))
-                jobs.append(("segmentation_metrics", f"metrics/segmentation/{size}/{model}/fold{fold}.csv",
-                             lambda out, s=size, m=model, f=fold: segmentation_metrics_job(
-                                 config, f, f"results/labels/{s}/{m}/fold{f}", out, s, m)))
+                jobs.append(
+                    (
+                        "synthesis_metrics",
+                        f"metrics/synthesis/{size}/{model}/fold{fold}.csv",
+                        lambda out, s=size, m=model, f=fold: synthesis_metrics_job(
+                            config, s, m, f, f"results/synthetic_ct/{s}/{m}/fold{f}", out
+                        ),
+                    )
+                )
+                jobs.append(
+                    (
+                        "segmentation_metrics",
+                        f"metrics/segmentation/{size}/{model}/fold{fold}.csv",
+                        lambda out, s=size, m=model, f=fold: segmentation_metrics_job(
+                            config, f, f"results/labels/{s}/{m}/fold{f}", out, s, m
+                        ),
+                    )
+                )
     for fold in folds:
-        jobs.append(("segmentation_metrics", f"metrics/segmentation/real_ct/fold{fold}.csv",
-                     lambda out, f=fold: segmentation_metrics_job(config, f, f"results/labels/real_ct/fold{f}", out)))
+        jobs.append(
+            (
+                "segmentation_metrics",
+                f"metrics/segmentation/real_ct/fold{fold}.csv",
+                lambda out, f=fold: segmentation_metrics_job(config, f, f"results/labels/real_ct/fold{f}", out),
+            )
+        )
     totals: dict[str, list[float]] = {}
     mismatched = []
     for rule, part, job in jobs:
@@ -63,8 +85,17 @@ def main() -> None:
         if args.check and theirs.exists() and theirs.read_bytes() != out.read_bytes():
             mismatched.append(part)
     for rule, seconds in totals.items():
-        print(json.dumps({"rule": rule, "jobs": len(seconds), "seconds": round(sum(seconds), 1),
-                          "longest_s": round(max(seconds), 2)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "rule": rule,
+                    "jobs": len(seconds),
+                    "seconds": round(sum(seconds), 1),
+                    "longest_s": round(max(seconds), 2),
+                }
+            ),
+            flush=True,
+        )
     if args.check:
         print(json.dumps({"parts_differing_from_the_run": mismatched}), flush=True)
 

@@ -27,11 +27,19 @@ def main() -> None:
         write_cohort(Path(tmp), args.subjects, seed=42, settings=PhantomSettings(), progress=False, jobs=args.jobs)
         seconds = time.perf_counter() - start
         size = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
-    print(json.dumps({
-        "subjects": args.subjects, "jobs": args.jobs, "seconds": round(seconds, 2),
-        "seconds_per_subject": round(seconds / args.subjects, 2), "mb_written": round(size / 1e6, 1),
-        "cpu_count": os.cpu_count(), "python": platform.python_version(),
-    }))
+    print(
+        json.dumps(
+            {
+                "subjects": args.subjects,
+                "jobs": args.jobs,
+                "seconds": round(seconds, 2),
+                "seconds_per_subject": round(seconds / args.subjects, 2),
+                "mb_written": round(size / 1e6, 1),
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -75,8 +75,13 @@ def main() -> None:
     figure = workdir / args.figure
     if figure.exists():
         started = time.perf_counter()
-        audit = subprocess.run([sys.executable, "-m", "mr2ct", "audit", "--verify", str(figure)],
-                               cwd=workdir, capture_output=True, text=True, env={**os.environ})
+        audit = subprocess.run(
+            [sys.executable, "-m", "mr2ct", "audit", "--verify", str(figure)],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            env={**os.environ},
+        )
         result["audit_verify_s"] = round(time.perf_counter() - started, 2)
         result["audit_verify_rc"] = audit.returncode
     print(json.dumps(result), flush=True)

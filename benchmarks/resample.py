@@ -24,9 +24,16 @@ from mr2ct.preprocess import SliceGrid, resample_planes
 def scipy_to_volume(grid: SliceGrid, slices: np.ndarray, shape_xy: tuple[int, int], cval: float) -> np.ndarray:
     m, fx, fy = grid._factors()
     ci, cj = grid.centre_ij
-    out = ndimage.affine_transform(slices, np.array([1.0, -1.0 / fy, -1.0 / fx]), offset=(0.0, m + cj / fy, m + ci / fx),
-                                   output_shape=(slices.shape[0], shape_xy[1], shape_xy[0]), order=1, mode="constant",
-                                   cval=cval, prefilter=False)
+    out = ndimage.affine_transform(
+        slices,
+        np.array([1.0, -1.0 / fy, -1.0 / fx]),
+        offset=(0.0, m + cj / fy, m + ci / fx),
+        output_shape=(slices.shape[0], shape_xy[1], shape_xy[0]),
+        order=1,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
+    )
     return out.transpose(2, 1, 0)
 
 
@@ -75,13 +82,23 @@ def main() -> None:
 
     t_new_seg, seg_new = best_of(argmax_new, repeats=1)
     t_old_seg, seg_old = best_of(argmax_old, repeats=1)
-    print(json.dumps({
-        "grid": [args.size, args.size], "volume": [*shape_xy, args.slices], "classes": args.classes,
-        "to_volume_s": round(t_new, 3), "scipy_s": round(t_old, 3), "speedup": round(t_old / t_new, 1),
-        "max_abs_difference": float(np.abs(new - old).max()),
-        "labels_s": round(t_new_seg, 3), "labels_scipy_s": round(t_old_seg, 3), "labels_speedup": round(t_old_seg / t_new_seg, 1),
-        "labels_agreement": float((seg_new == seg_old).mean()),
-    }))
+    print(
+        json.dumps(
+            {
+                "grid": [args.size, args.size],
+                "volume": [*shape_xy, args.slices],
+                "classes": args.classes,
+                "to_volume_s": round(t_new, 3),
+                "scipy_s": round(t_old, 3),
+                "speedup": round(t_old / t_new, 1),
+                "max_abs_difference": float(np.abs(new - old).max()),
+                "labels_s": round(t_new_seg, 3),
+                "labels_scipy_s": round(t_old_seg, 3),
+                "labels_speedup": round(t_old_seg / t_new_seg, 1),
+                "labels_agreement": float((seg_new == seg_old).mean()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

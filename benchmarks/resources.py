@@ -47,22 +47,41 @@ def main() -> None:
     for path in files:
         table = pd.read_csv(path, sep="\t")
         last = table.iloc[-1]
-        rows.append({"rule": _rule_of(path, root), "s": float(last["s"]), "max_rss": float(last["max_rss"]),
-                     "cpu_time": float(last["cpu_time"])})
+        rows.append(
+            {
+                "rule": _rule_of(path, root),
+                "s": float(last["s"]),
+                "max_rss": float(last["max_rss"]),
+                "cpu_time": float(last["cpu_time"]),
+            }
+        )
     frame = pd.DataFrame(rows)
-    per_rule = frame.groupby("rule").agg(jobs=("s", "size"), wall_s=("s", "sum"), cpu_s=("cpu_time", "sum"),
-                                         max_wall_s=("s", "max"), max_rss_mb=("max_rss", "max"))
+    per_rule = frame.groupby("rule").agg(
+        jobs=("s", "size"),
+        wall_s=("s", "sum"),
+        cpu_s=("cpu_time", "sum"),
+        max_wall_s=("s", "max"),
+        max_rss_mb=("max_rss", "max"),
+    )
     per_rule = per_rule.sort_values("cpu_s", ascending=False)
     peak_bound = frame["max_rss"].nlargest(args.cores).sum()
     disk = _disk(Path(args.workdir) / "results")
-    summary = {"jobs": len(frame), "cpu_s": round(frame["cpu_time"].sum(), 1), "job_wall_s": round(frame["s"].sum(), 1),
-               "largest_job_rss_mb": round(frame["max_rss"].max(), 1), f"peak_rss_bound_{args.cores}_jobs_mb": round(peak_bound, 1),
-               "results_mb": round(sum(disk.values()), 1), "results_mb_by_folder": {k: round(v, 1) for k, v in disk.items()}}
+    summary = {
+        "jobs": len(frame),
+        "cpu_s": round(frame["cpu_time"].sum(), 1),
+        "job_wall_s": round(frame["s"].sum(), 1),
+        "largest_job_rss_mb": round(frame["max_rss"].max(), 1),
+        f"peak_rss_bound_{args.cores}_jobs_mb": round(peak_bound, 1),
+        "results_mb": round(sum(disk.values()), 1),
+        "results_mb_by_folder": {k: round(v, 1) for k, v in disk.items()},
+    }
     if args.markdown:
         print("| rule | jobs | wall s (sum) | CPU s (sum) | longest job s | peak RSS MB |")
         print("|---|---|---|---|---|---|")
         for rule, r in per_rule.iterrows():
-            print(f"| {rule} | {int(r.jobs)} | {r.wall_s:.0f} | {r.cpu_s:.0f} | {r.max_wall_s:.0f} | {r.max_rss_mb:.0f} |")
+            print(
+                f"| {rule} | {int(r.jobs)} | {r.wall_s:.0f} | {r.cpu_s:.0f} | {r.max_wall_s:.0f} | {r.max_rss_mb:.0f} |"
+            )
         print()
     print(json.dumps(summary))
 

@@ -58,9 +58,19 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     for size in args.sizes:
-        settings = TrainSettings(model="cyclegan_gc", gc_weight=5.0, batch_size=args.batch, ngf=args.ngf,
-                                 n_blocks=args.n_blocks, ndf=args.ndf, n_layers=args.n_layers, pool_size=50,
-                                 n_downsampling=args.n_downsampling, upsampling=args.upsampling, amp=args.amp)
+        settings = TrainSettings(
+            model="cyclegan_gc",
+            gc_weight=5.0,
+            batch_size=args.batch,
+            ngf=args.ngf,
+            n_blocks=args.n_blocks,
+            ndf=args.ndf,
+            n_layers=args.n_layers,
+            pool_size=50,
+            n_downsampling=args.n_downsampling,
+            upsampling=args.upsampling,
+            amp=args.amp,
+        )
         run = _Run(settings, torch.device("cpu"))
         mr = torch.rand(args.batch, 1, size, size) * 2 - 1
         ct = torch.rand(args.batch, 1, size, size) * 2 - 1
@@ -72,28 +82,55 @@ def main() -> None:
         for _ in range(args.steps):
             run.train_step(mr, ct)
         seconds = (time.perf_counter() - start) / args.steps
-        print(json.dumps({
-            "size": size, "seconds_per_step": round(seconds, 4), "flops_per_step": flops,
-            "mfu": round(flops / seconds / peak, 3), "peak_gflops": round(peak / 1e9, 1), "threads": args.threads,
-            "ngf": args.ngf, "n_blocks": args.n_blocks, "ndf": args.ndf, "n_layers": args.n_layers, "batch": args.batch,
-            "n_downsampling": args.n_downsampling, "upsampling": args.upsampling, "precision": run.precision,
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "size": size,
+                    "seconds_per_step": round(seconds, 4),
+                    "flops_per_step": flops,
+                    "mfu": round(flops / seconds / peak, 3),
+                    "peak_gflops": round(peak / 1e9, 1),
+                    "threads": args.threads,
+                    "ngf": args.ngf,
+                    "n_blocks": args.n_blocks,
+                    "ndf": args.ndf,
+                    "n_layers": args.n_layers,
+                    "batch": args.batch,
+                    "n_downsampling": args.n_downsampling,
+                    "upsampling": args.upsampling,
+                    "precision": run.precision,
+                }
+            ),
+            flush=True,
+        )
     if args.synthesis_slices <= 0:
         return
 
     from mr2ct.networks import ResnetGenerator
     from mr2ct.training import predict_ct
 
-    generator = ResnetGenerator(1, 1, ngf=args.ngf, n_blocks=args.n_blocks, n_downsampling=args.n_downsampling,
-                                upsampling=args.upsampling).eval()
+    generator = ResnetGenerator(
+        1, 1, ngf=args.ngf, n_blocks=args.n_blocks, n_downsampling=args.n_downsampling, upsampling=args.upsampling
+    ).eval()
     slices = (torch.rand(args.synthesis_slices, args.synthesis_size, args.synthesis_size) * 2 - 1).numpy()
     predict_ct(generator, slices[:16])  # warm-up
     start = time.perf_counter()
     predict_ct(generator, slices, batch_size=16)
     seconds = time.perf_counter() - start
-    print(json.dumps({"synthesis_size": args.synthesis_size, "slices": args.synthesis_slices, "batch": 16,
-                      "slices_per_second": round(args.synthesis_slices / seconds, 2), "threads": args.threads,
-                      "ngf": args.ngf, "n_blocks": args.n_blocks}), flush=True)
+    print(
+        json.dumps(
+            {
+                "synthesis_size": args.synthesis_size,
+                "slices": args.synthesis_slices,
+                "batch": 16,
+                "slices_per_second": round(args.synthesis_slices / seconds, 2),
+                "threads": args.threads,
+                "ngf": args.ngf,
+                "n_blocks": args.n_blocks,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,12 @@ def _cmd_readme_results(args: argparse.Namespace) -> int:
     from .report import readme_results, update_readme
 
     tables = args.results / "tables"
-    block = readme_results(tables / "summary.md", tables / "statistics.csv", tables / "synthesis_metrics.csv",
-                           tables / "segmentation_metrics.csv")
+    block = readme_results(
+        tables / "summary.md",
+        tables / "statistics.csv",
+        tables / "synthesis_metrics.csv",
+        tables / "segmentation_metrics.csv",
+    )
     update_readme(args.readme, block)
     print(f"updated the results section of {args.readme} from {tables}")
     return 0
@@ -113,15 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
         ("splits", _cmd_splits, "print the cross-validation folds and nested training sets"),
     ):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--base", type=Path, default=Path("config.yaml"),
-                       help="the workflow's default config (default ./config.yaml when it exists)")
-        p.add_argument("--config", "--configfile", action="append", type=Path, metavar="FILE",
-                       help="an overlay merged on the base, repeatable, in order (as snakemake --configfile), "
-                            "e.g. configs/tiny.yaml")
+        p.add_argument(
+            "--base",
+            type=Path,
+            default=Path("config.yaml"),
+            help="the workflow's default config (default ./config.yaml when it exists)",
+        )
+        p.add_argument(
+            "--config",
+            "--configfile",
+            action="append",
+            type=Path,
+            metavar="FILE",
+            help="an overlay merged on the base, repeatable, in order (as snakemake --configfile), "
+            "e.g. configs/tiny.yaml",
+        )
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. splits.folds=5")
         p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results)")
         p.set_defaults(func=func)
-    p = sub.add_parser("readme-results", help="copy the summary and statistics tables into the README's results section")
+    p = sub.add_parser(
+        "readme-results", help="copy the summary and statistics tables into the README's results section"
+    )
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results)")
     p.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (default README.md)")
     p.set_defaults(func=_cmd_readme_results)

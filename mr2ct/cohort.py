@@ -122,8 +122,7 @@ def cohort_from_config(config: dict[str, Any], results: str | os.PathLike = "res
         subjects = read_sheet(Path(data["sheet"]), allow_absolute=data["allow_absolute_paths"])
     if any(s.labels is not None for s in subjects) and labels_table is None:
         raise InputError(
-            "the cohort has label files but config key 'data.labels_table' is not set: "
-            "give a TSV with columns id, name"
+            "the cohort has label files but config key 'data.labels_table' is not set: give a TSV with columns id, name"
         )
     if labels_table is not None:
         unlabelled = [s.subject for s in subjects if s.labels is None]
@@ -168,10 +167,13 @@ def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
         if column in SHEET_COLUMNS:
             continue
         close = [c for c in SHEET_COLUMNS if c == column.strip().lower()] or difflib.get_close_matches(
-            column.strip().lower(), SHEET_COLUMNS, n=1, cutoff=0.75)
+            column.strip().lower(), SHEET_COLUMNS, n=1, cutoff=0.75
+        )
         if close and close[0] not in table.columns:
-            raise InputError(f"{sheet}: column '{column}' is not a sample-sheet column; did you mean '{close[0]}'? "
-                             f"(columns: {', '.join(SHEET_COLUMNS)}; labels is optional)")
+            raise InputError(
+                f"{sheet}: column '{column}' is not a sample-sheet column; did you mean '{close[0]}'? "
+                f"(columns: {', '.join(SHEET_COLUMNS)}; labels is optional)"
+            )
     if "subject" in table.columns:  # lines starting with '#' are comments ('#' inside paths is kept)
         table = table[~table["subject"].str.lstrip().str.startswith("#")]
     required = ["subject", *MODALITIES]
@@ -303,11 +305,16 @@ def validate_subject(files: SubjectFiles, label_ids: set[int] | None, tolerance_
     body = mask > 0
     air = float((ct.data[body] < AIR_HU).mean())
     if air > MASK_MAX_AIR_FRACTION:
-        raise fail(files.mask, f"not a body mask: {air:.0%} of its voxels are air in the CT (< {AIR_HU:.0f} HU; "
-                               f"a body mask may hold at most {MASK_MAX_AIR_FRACTION:.0%})")
+        raise fail(
+            files.mask,
+            f"not a body mask: {air:.0%} of its voxels are air in the CT (< {AIR_HU:.0f} HU; "
+            f"a body mask may hold at most {MASK_MAX_AIR_FRACTION:.0%})",
+        )
     mr_body = volumes["mr"].data[body]
     if mr_body.min() == mr_body.max():
-        raise fail(files.mr, f"the MR carries no information inside the body mask: every voxel is {float(mr_body.min()):g}")
+        raise fail(
+            files.mr, f"the MR carries no information inside the body mask: every voxel is {float(mr_body.min()):g}"
+        )
     ct_min = float(ct.data.min())
     if ct_min > CT_MIN_HU_CEILING:
         raise fail(
@@ -351,7 +358,9 @@ def validate_cohort(cohort: Cohort, tolerance_mm: float = 0.01, progress: bool =
         except InputError as exc:
             errors.append(str(exc))
     if errors:
-        raise InputError(f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation:\n  " + "\n  ".join(errors))
+        raise InputError(
+            f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation:\n  " + "\n  ".join(errors)
+        )
     return pd.DataFrame(rows)
 
 
@@ -391,12 +400,14 @@ def validate_changed(cohort: Cohort, tolerance_mm: float, cache: str | os.PathLi
         stored = {}
     passed = stored.get("subjects", {}) if {k: stored.get(k) for k in context} == context else {}
     label_ids = set(read_label_table(cohort.labels_table)) if cohort.labels_table else None
-    states = {s.subject: {role: [str(path), *_file_state(path)] for role, path in s.paths().items()}
-              for s in cohort.subjects}
+    states = {
+        s.subject: {role: [str(path), *_file_state(path)] for role, path in s.paths().items()} for s in cohort.subjects
+    }
     todo = [s for s in cohort.subjects if passed.get(s.subject) != states[s.subject]]
     errors = []
-    for files in tqdm(todo, desc="mr2ct: validating the cohort", unit="subject", disable=not (progress and todo),
-                      leave=False):
+    for files in tqdm(
+        todo, desc="mr2ct: validating the cohort", unit="subject", disable=not (progress and todo), leave=False
+    ):
         try:
             validate_subject(files, label_ids, tolerance_mm)
             passed[files.subject] = states[files.subject]
@@ -408,12 +419,16 @@ def validate_changed(cohort: Cohort, tolerance_mm: float, cache: str | os.PathLi
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache, json.dumps({**context, "subjects": kept}, indent=1, sort_keys=True) + "\n")
     if errors:
-        raise InputError(f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation (nothing was run; "
-                         "fix or replace the files named below and start the workflow again):\n  " + "\n  ".join(errors))
+        raise InputError(
+            f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation (nothing was run; "
+            "fix or replace the files named below and start the workflow again):\n  " + "\n  ".join(errors)
+        )
     return len(todo)
 
 
-def write_validation_report(config: dict[str, Any], out: str | os.PathLike, tolerance_mm: float, results: str = "results") -> Path:
+def write_validation_report(
+    config: dict[str, Any], out: str | os.PathLike, tolerance_mm: float, results: str = "results"
+) -> Path:
     """Validate the configured cohort and write the per-subject summary TSV (nothing is written on failure)."""
     from .io import atomic_write_text
 

@@ -122,11 +122,15 @@ def _check_semantics(config: dict[str, Any]) -> None:
     multiple = 2 ** config["train"]["n_downsampling"]
     for key, value in (("preprocess.image_size", pre["image_size"]), ("train.crop_size", config["train"]["crop_size"])):
         if value % multiple:
-            raise InputError(f"config key '{key}' ({value}) must be a multiple of 2^train.n_downsampling = {multiple} "
-                             "(the generator halves the slices that often)")
+            raise InputError(
+                f"config key '{key}' ({value}) must be a multiple of 2^train.n_downsampling = {multiple} "
+                "(the generator halves the slices that often)"
+            )
     if pre["image_size"] < 2 * multiple:
-        raise InputError(f"config key 'preprocess.image_size' ({pre['image_size']}) must be at least {2 * multiple} "
-                         f"for train.n_downsampling = {config['train']['n_downsampling']}")
+        raise InputError(
+            f"config key 'preprocess.image_size' ({pre['image_size']}) must be at least {2 * multiple} "
+            f"for train.n_downsampling = {config['train']['n_downsampling']}"
+        )
     data = config["data"]
     source = data["source"]
     if source == "synthrad" and not data.get("synthrad_dir"):

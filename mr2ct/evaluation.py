@@ -58,8 +58,18 @@ __all__ = [
 ]
 
 SYNTHESIS_COLUMNS = ["size", "model", "fold", "subject", "mae", "psnr", "ssim", "mae_boundary"]
-SEGMENTATION_COLUMNS = ["size", "model", "fold", "subject", "source", "structure", "dice", "assd_mm", "hd95_mm",
-                        "empty_prediction"]
+SEGMENTATION_COLUMNS = [
+    "size",
+    "model",
+    "fold",
+    "subject",
+    "source",
+    "structure",
+    "dice",
+    "assd_mm",
+    "hd95_mm",
+    "empty_prediction",
+]
 #: Without bone labels, bone is the reference CT above this (cancellous bone is 150–350 HU, cortex > 1000).
 BONE_THRESHOLD_HU = 200.0
 #: Structures whose surface is "the bone surface" for the boundary MAE.
@@ -103,7 +113,9 @@ class _Reference:
 
     def scores(self, prediction: np.ndarray) -> dict[str, float]:
         if prediction.shape != self.shape:
-            raise ValueError(f"subject '{self.subject}': prediction shape {prediction.shape} differs from the CT's {self.shape}")
+            raise ValueError(
+                f"subject '{self.subject}': prediction shape {prediction.shape} differs from the CT's {self.shape}"
+            )
         return synthesis_scores(self.ct, prediction, self.mask, self.spacing, self.bone, self.band_mm)
 
 
@@ -158,9 +170,9 @@ def reference_predictions(
     q = np.linspace(0.0, 1.0, n_quantiles)
     ct_quantiles = np.quantile(ct_values, q)
     del ct_values
-    mr_values = np.concatenate([
-        _normalised_mr(s, cache)[read_volume(s.mask, dtype=np.uint8).data > 0] for s, cache in train_mr
-    ])
+    mr_values = np.concatenate(
+        [_normalised_mr(s, cache)[read_volume(s.mask, dtype=np.uint8).data > 0] for s, cache in train_mr]
+    )
     mr_quantiles = np.quantile(mr_values, q)
     del mr_values
     rows = []
@@ -168,14 +180,18 @@ def reference_predictions(
         reference = _Reference(files, label_table, band_mm)
         predictions = {
             "baseline_constant": np.where(reference.mask, mean_hu, -1024.0).astype(np.float32),
-            "baseline_histmatch": np.interp(_normalised_mr(files, cache_path), mr_quantiles, ct_quantiles).astype(np.float32),
+            "baseline_histmatch": np.interp(_normalised_mr(files, cache_path), mr_quantiles, ct_quantiles).astype(
+                np.float32
+            ),
         }
         cache = load_preprocessed(cache_path)
         predictions["reference_resampled"] = cache.grid.to_volume(
             cache.ct_hu(cache.ct), cache.shape[:2], order=1, cval=float(cache.ct_hu_points[0])
         )
         for model, prediction in predictions.items():
-            rows.append({"size": size, "model": model, "fold": fold, "subject": files.subject, **reference.scores(prediction)})
+            rows.append(
+                {"size": size, "model": model, "fold": fold, "subject": files.subject, **reference.scores(prediction)}
+            )
     return pd.DataFrame(rows, columns=SYNTHESIS_COLUMNS)
 
 
@@ -196,13 +212,21 @@ def segmentation_rows(
         reference = read_volume(files.labels, dtype=np.uint8)
         predicted = read_volume(predictions[files.subject], dtype=np.uint8)
         for score in segmentation_scores(predicted.data, reference.data, reference.spacing, list(label_table)):
-            rows.append({
-                "size": size, "model": model, "fold": fold, "subject": files.subject, "source": source,
-                "structure": label_table[score["label"]], "dice": score["dice"],
-                "assd_mm": score["assd_mm"], "hd95_mm": score["hd95_mm"],
-                # the structure was not predicted at all: its surface distances do not exist
-                "empty_prediction": int(score["n_pred"] == 0),
-            })
+            rows.append(
+                {
+                    "size": size,
+                    "model": model,
+                    "fold": fold,
+                    "subject": files.subject,
+                    "source": source,
+                    "structure": label_table[score["label"]],
+                    "dice": score["dice"],
+                    "assd_mm": score["assd_mm"],
+                    "hd95_mm": score["hd95_mm"],
+                    # the structure was not predicted at all: its surface distances do not exist
+                    "empty_prediction": int(score["n_pred"] == 0),
+                }
+            )
     return pd.DataFrame(rows, columns=SEGMENTATION_COLUMNS)
 
 
@@ -252,9 +276,14 @@ def reference_metrics_job(config: dict[str, Any], size: int, fold: int, out) -> 
     ts = design.folds[fold].training_set(size, config["splits"]["pairing"])
     test = design.test_subjects(fold)
     table = reference_predictions(
-        test, [design.cache(s.subject) for s in test],
-        [(design.cohort[s], design.cache(s)) for s in ts.mr], [design.cohort[s] for s in ts.ct],
-        size, fold, design.label_table, config["evaluation"]["boundary_band_mm"],
+        test,
+        [design.cache(s.subject) for s in test],
+        [(design.cohort[s], design.cache(s)) for s in ts.mr],
+        [design.cohort[s] for s in ts.ct],
+        size,
+        fold,
+        design.label_table,
+        config["evaluation"]["boundary_band_mm"],
     )
     return write_table(table, out)
 
@@ -278,11 +307,17 @@ def segment_job(config: dict[str, Any], fold: int, model_path, out_dir, syntheti
     cts = [s.ct if synthetic_dir is None else Path(synthetic_dir) / f"{s.subject}.nii.gz" for s in subjects]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return segment_files(model_path, cts, [design.cache(s.subject) for s in subjects],
-                         [out_dir / f"{s.subject}.nii.gz" for s in subjects])
+    return segment_files(
+        model_path,
+        cts,
+        [design.cache(s.subject) for s in subjects],
+        [out_dir / f"{s.subject}.nii.gz" for s in subjects],
+    )
 
 
-def segmentation_metrics_job(config: dict[str, Any], fold: int, labels_dir, out, size: int | None = None, model: str = "real_ct") -> Path:
+def segmentation_metrics_job(
+    config: dict[str, Any], fold: int, labels_dir, out, size: int | None = None, model: str = "real_ct"
+) -> Path:
     """Score one folder of predicted labels (real CT when ``model == 'real_ct'``); write the CSV part."""
     design = Design(config)
     subjects = design.test_subjects(fold)
@@ -291,7 +326,9 @@ def segmentation_metrics_job(config: dict[str, Any], fold: int, labels_dir, out,
     return write_table(segmentation_rows(predictions, subjects, design.label_table, size, model, fold, source), out)
 
 
-def qualitative_job(config: dict[str, Any], fold: int, synthetic_dirs: Mapping[str, str | os.PathLike], out_stem) -> list[Path]:
+def qualitative_job(
+    config: dict[str, Any], fold: int, synthetic_dirs: Mapping[str, str | os.PathLike], out_stem
+) -> list[Path]:
     """Figure 4: the fold's first test subject, real and synthetic CT of each model on the hip-joint slice."""
     from .plotting import plot_qualitative
 
@@ -301,8 +338,17 @@ def qualitative_job(config: dict[str, Any], fold: int, synthetic_dirs: Mapping[s
     labels = read_volume(files.labels, dtype=np.uint8).data if files.labels else None
     femur_ids = [i for i, n in (design.label_table or {}).items() if n.lower().startswith("femur")] or [2, 3]
     names = {"cyclegan": "CycleGAN", "cyclegan_gc": "CycleGAN + GC", "reference_supervised": "supervised (paired)"}
-    synthetic = {names.get(m, m): read_volume(Path(d) / f"{files.subject}.nii.gz").data for m, d in synthetic_dirs.items()}
+    synthetic = {
+        names.get(m, m): read_volume(Path(d) / f"{files.subject}.nii.gz").data for m, d in synthetic_dirs.items()
+    }
     return plot_qualitative(
-        out_stem, read_volume(files.mr).data, ct.data, synthetic, read_volume(files.mask, dtype=np.uint8).data,
-        labels, ct.spacing, femur_ids=sorted(femur_ids), subject=files.subject,
+        out_stem,
+        read_volume(files.mr).data,
+        ct.data,
+        synthetic,
+        read_volume(files.mask, dtype=np.uint8).data,
+        labels,
+        ct.spacing,
+        femur_ids=sorted(femur_ids),
+        subject=files.subject,
     )

@@ -233,8 +233,9 @@ def plot_metric_vs_size(
             if model in arms_present:
                 x = xs + dodge[model]
                 band = ax.fill_between(x, lows, highs, color=st["color"], alpha=0.22, lw=0, zorder=2)
-                line = ax.plot(x, means, color=st["color"], ls=st["linestyle"], marker=st["marker"], ms=3.5,
-                               lw=1.4, zorder=4)[0]
+                line = ax.plot(
+                    x, means, color=st["color"], ls=st["linestyle"], marker=st["marker"], ms=3.5, lw=1.4, zorder=4
+                )[0]
                 px = sub["size"].to_numpy(dtype=np.float64) + dodge[model]
                 px = px + rng.uniform(-0.035, 0.035, px.size) * spacing
                 ax.scatter(px, sub["value"], s=5, color=st["color"], alpha=0.45, lw=0, zorder=3)
@@ -257,8 +258,15 @@ def plot_metric_vs_size(
         ax.grid(axis="y", lw=0.4, color="0.88")
         ax.set_axisbelow(True)
         if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncol=2, handlelength=2.4,
-                       handler_map={tuple: HandlerTuple(ndivide=1)}, columnspacing=1.2)
+            fig.legend(
+                handles,
+                labels,
+                loc="outside lower center",
+                ncol=2,
+                handlelength=2.4,
+                handler_map={tuple: HandlerTuple(ndivide=1)},
+                columnspacing=1.2,
+            )
         return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
 
 
@@ -312,17 +320,28 @@ def _structure_panel(ax, groups: Mapping[str, pd.DataFrame], structures: Sequenc
                 values.append(v)
         if values:
             ax.boxplot(
-                values, positions=positions, widths=height, patch_artist=True, showfliers=False,
-                boxprops={"facecolor": matplotlib.colors.to_rgba(st["color"], 0.25), "edgecolor": st["color"], "lw": 0.7},
+                values,
+                positions=positions,
+                widths=height,
+                patch_artist=True,
+                showfliers=False,
+                boxprops={
+                    "facecolor": matplotlib.colors.to_rgba(st["color"], 0.25),
+                    "edgecolor": st["color"],
+                    "lw": 0.7,
+                },
                 medianprops={"color": st["color"], "lw": 1.2},
                 whiskerprops={"color": st["color"], "lw": 0.7},
                 capprops={"color": st["color"], "lw": 0.7},
-                manage_ticks=False, zorder=2, **_boxplot_kwargs(),
+                manage_ticks=False,
+                zorder=2,
+                **_boxplot_kwargs(),
             )
             for y, v in zip(positions, values):
                 ax.scatter(v, y + rng.uniform(-0.07, 0.07, v.size), s=4, color=st["color"], alpha=0.6, lw=0, zorder=3)
-        handles.append(Patch(facecolor=matplotlib.colors.to_rgba(st["color"], 0.25), edgecolor=st["color"], lw=0.7,
-                             label=label))
+        handles.append(
+            Patch(facecolor=matplotlib.colors.to_rgba(st["color"], 0.25), edgecolor=st["color"], lw=0.7, label=label)
+        )
     ax.set_yticks(range(len(structures)))
     ax.set_yticklabels([pretty_structure(s) for s in structures])
     ax.set_ylim(len(structures) - 0.5, -0.5)  # first structure on top
@@ -375,8 +394,12 @@ def plot_segmentation_by_structure(
         fig, ax = plt.subplots(figsize=(width_in, 0.9 + 0.3 * max(1, len(structures))), layout="constrained")
         handles = _structure_panel(ax, groups, structures, metric, rng)
         if handles:
-            fig.legend(handles=handles, labels=_group_labels(handles, size), loc="outside upper center",
-                       ncol=1 if width_in < 5 else len(handles))
+            fig.legend(
+                handles=handles,
+                labels=_group_labels(handles, size),
+                loc="outside upper center",
+                ncol=1 if width_in < 5 else len(handles),
+            )
         return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
 
 
@@ -401,25 +424,47 @@ def plot_surface_distances(
     groups, structures, size = _segmentation_groups(segmentation, size)
     rng = np.random.default_rng(seed)
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(1, len(metrics), figsize=(width_in, 0.9 + 0.3 * max(1, len(structures))),
-                                 sharey=True, layout="constrained", squeeze=False)
+        fig, axes = plt.subplots(
+            1,
+            len(metrics),
+            figsize=(width_in, 0.9 + 0.3 * max(1, len(structures))),
+            sharey=True,
+            layout="constrained",
+            squeeze=False,
+        )
         handles = []
         for i, (ax, metric) in enumerate(zip(axes[0], metrics)):
             handles = _structure_panel(ax, groups, structures, metric, rng) or handles
-            ax.text(-0.02 if i else -0.3, 1.0, "ab"[i] if i < 2 else "", transform=ax.transAxes, fontweight="bold",
-                    ha="right", va="bottom")
+            ax.text(
+                -0.02 if i else -0.3,
+                1.0,
+                "ab"[i] if i < 2 else "",
+                transform=ax.transAxes,
+                fontweight="bold",
+                ha="right",
+                va="bottom",
+            )
             shown = pd.concat(list(groups.values())) if groups else segmentation.iloc[:0]
             missing = int((~np.isfinite(pd.to_numeric(shown[metric], errors="coerce"))).sum())
             if missing:
                 empty = int(shown["empty_prediction"].sum()) if "empty_prediction" in shown else None
-                ax.text(1.0, -0.02, f"not defined for {missing} of {len(shown)} cases"
-                        + (f" ({empty} empty predictions)" if empty is not None else ""),
-                        transform=ax.transAxes, ha="right", va="top", fontsize="x-small", color="0.3")
+                ax.text(
+                    1.0,
+                    -0.02,
+                    f"not defined for {missing} of {len(shown)} cases"
+                    + (f" ({empty} empty predictions)" if empty is not None else ""),
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize="x-small",
+                    color="0.3",
+                )
             if i:
                 ax.tick_params(axis="y", labelleft=False)
         if handles:
-            fig.legend(handles=handles, labels=_group_labels(handles, size), loc="outside upper center",
-                       ncol=len(handles))
+            fig.legend(
+                handles=handles, labels=_group_labels(handles, size), loc="outside upper center", ncol=len(handles)
+            )
         return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
 
 
@@ -442,7 +487,9 @@ def read_loss_tables(paths: Iterable[str | os.PathLike]) -> dict[tuple[int, str,
     for path in paths:
         match = _RUN_PATH.search(Path(path).as_posix())
         if not match:
-            raise ValueError(f"cannot read size/model/fold from '{path}' (expected .../<size>/<model>/fold<k>/losses.tsv)")
+            raise ValueError(
+                f"cannot read size/model/fold from '{path}' (expected .../<size>/<model>/fold<k>/losses.tsv)"
+            )
         key = (int(match["size"]), match["model"], int(match["fold"]))
         tables[key] = pd.read_csv(path, sep="\t")
     return tables
@@ -493,7 +540,7 @@ def plot_training_curves(
             for model in _ordered(m for _, m, _ in runs):
                 colour = _style(model)["color"]
                 smoothed = []
-                for (_, m, fold), table in sorted(runs.items(), key=lambda kv: kv[0][2]):
+                for (_, m, _fold), table in sorted(runs.items(), key=lambda kv: kv[0][2]):
                     if m != model or column not in table or "step" not in table:
                         continue
                     t = table[["step", column]].apply(pd.to_numeric, errors="coerce").dropna().sort_values("step")
@@ -517,10 +564,14 @@ def plot_training_curves(
         for ax in axes[1]:
             ax.set_xlabel("training step")
             ax.xaxis.set_major_formatter(_step_formatter(max_step))
-        handles = [Line2D([], [], color=_style(m)["color"], lw=1.4, label=_style(m)["label"])
-                   for m in _ordered(m for _, m, _ in runs)]
-        handles += [Line2D([], [], color="0.3", lw=0.5, alpha=0.6, label="single fold"),
-                    Line2D([], [], color="0.3", lw=1.4, label="mean of folds")]
+        handles = [
+            Line2D([], [], color=_style(m)["color"], lw=1.4, label=_style(m)["label"])
+            for m in _ordered(m for _, m, _ in runs)
+        ]
+        handles += [
+            Line2D([], [], color="0.3", lw=0.5, alpha=0.6, label="single fold"),
+            Line2D([], [], color="0.3", lw=1.4, label="mean of folds"),
+        ]
         title = f"runs with {size:g} training volumes" if size is not None else None
         fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), title=title, title_fontsize=7)
         return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
@@ -549,4 +600,3 @@ def render_all(
     if loss_tables is not None:
         written += plot_training_curves(loss_tables, out / FIGURE_STEMS["training_curves"])
     return written
-

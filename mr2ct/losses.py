@@ -37,9 +37,7 @@ __all__ = [
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, name: str) -> None:
     if a.dim() != 4 or b.dim() != 4:
-        raise ValueError(
-            f"{name} expects 4D tensors (N, C, H, W); got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+        raise ValueError(f"{name} expects 4D tensors (N, C, H, W); got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape != b.shape:
         raise ValueError(f"{name} expects equal shapes; got {tuple(a.shape)} and {tuple(b.shape)}")
     if not (a.is_floating_point() and b.is_floating_point()):
@@ -76,9 +74,7 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return F.conv2d(xp, wx, groups=c), F.conv2d(xp, wy, groups=c)
 
 
-def normalized_cross_correlation(
-    p: torch.Tensor, q: torch.Tensor, eps: float = 1e-8
-) -> torch.Tensor:
+def normalized_cross_correlation(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per-image normalised cross-correlation of ``p`` and ``q`` ``(N, ...)`` -> ``(N,)``.
 
     ``NCC(P, Q) = sum (P - mean P)(Q - mean Q) / sqrt(sum (P - mean P)^2 * sum (Q - mean Q)^2)``
@@ -156,9 +152,7 @@ def gradient_consistency(
         bx, by = image_gradients(b)
         if absolute:
             ax, ay, bx, by = ax.abs(), ay.abs(), bx.abs(), by.abs()
-        gc = 0.5 * (
-            normalized_cross_correlation(ax, bx, eps) + normalized_cross_correlation(ay, by, eps)
-        )
+        gc = 0.5 * (normalized_cross_correlation(ax, bx, eps) + normalized_cross_correlation(ay, by, eps))
         gc = torch.clamp(gc, -1.0, 1.0)
     return gc.mean() if reduction == "mean" else gc
 
@@ -198,16 +192,12 @@ def lsgan_loss(prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
 def cycle_loss(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Cycle-consistency loss: mean absolute error ``mean|F(G(x)) - x|`` (Zhu et al. 2017, eq. 2)."""
     if reconstructed.shape != original.shape:
-        raise ValueError(
-            f"cycle_loss shape mismatch: {tuple(reconstructed.shape)} vs {tuple(original.shape)}"
-        )
+        raise ValueError(f"cycle_loss shape mismatch: {tuple(reconstructed.shape)} vs {tuple(original.shape)}")
     return F.l1_loss(reconstructed, original)
 
 
 def identity_loss(same: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Identity-mapping loss: mean absolute error ``mean|G(y) - y|`` (Zhu et al. 2017, sec. 5.2)."""
     if same.shape != original.shape:
-        raise ValueError(
-            f"identity_loss shape mismatch: {tuple(same.shape)} vs {tuple(original.shape)}"
-        )
+        raise ValueError(f"identity_loss shape mismatch: {tuple(same.shape)} vs {tuple(original.shape)}")
     return F.l1_loss(same, original)

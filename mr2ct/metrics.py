@@ -117,8 +117,7 @@ def _check_image_inputs(
     m = _as_bool(mask, "mask")
     if ref.shape != pred.shape or ref.shape != m.shape:
         raise ValueError(
-            "reference_ct, synthetic_ct and mask must have the same shape, got "
-            f"{ref.shape}, {pred.shape} and {m.shape}"
+            f"reference_ct, synthetic_ct and mask must have the same shape, got {ref.shape}, {pred.shape} and {m.shape}"
         )
     for name, arr in (("reference_ct", ref), ("synthetic_ct", pred)):
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
@@ -278,8 +277,12 @@ def ssim(
     # skimage.metrics.structural_similarity defaults: uniform window (mode
     # "reflect"), sample covariance, K1 = 0.01, K2 = 0.03
     ux, uy = uniform_filter(r, SSIM_WINDOW), uniform_filter(p, SSIM_WINDOW)
-    uxx, uyy, uxy = uniform_filter(r * r, SSIM_WINDOW), uniform_filter(p * p, SSIM_WINDOW), uniform_filter(r * p, SSIM_WINDOW)
-    n_window = SSIM_WINDOW ** r.ndim
+    uxx, uyy, uxy = (
+        uniform_filter(r * r, SSIM_WINDOW),
+        uniform_filter(p * p, SSIM_WINDOW),
+        uniform_filter(r * p, SSIM_WINDOW),
+    )
+    n_window = SSIM_WINDOW**r.ndim
     cov_norm = n_window / (n_window - 1.0)
     vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
     c1, c2 = (0.01 * DATA_RANGE_HU) ** 2, (0.03 * DATA_RANGE_HU) ** 2
@@ -345,10 +348,7 @@ def bone_boundary_band(
     radius = [int(math.floor(limit / s)) for s in sp]
     offsets = np.meshgrid(*[np.arange(-r, r + 1) for r in radius], indexing="ij")
     ball = sum((o * s) ** 2 for o, s in zip(offsets, sp)) <= limit * limit
-    box = tuple(
-        slice(max(sl.start - r - 1, 0), min(sl.stop + r + 1, n))
-        for sl, r, n in zip(box, radius, b.shape)
-    )
+    box = tuple(slice(max(sl.start - r - 1, 0), min(sl.stop + r + 1, n)) for sl, r, n in zip(box, radius, b.shape))
     sub = b[box]
     if sub.all():
         # Only possible when the bone fills the whole array: no surface.
@@ -681,9 +681,7 @@ def segmentation_scores(
     pred = np.asarray(pred_labels)
     ref = np.asarray(ref_labels)
     if pred.shape != ref.shape:
-        raise ValueError(
-            f"pred_labels and ref_labels must have the same shape, got {pred.shape} and {ref.shape}"
-        )
+        raise ValueError(f"pred_labels and ref_labels must have the same shape, got {pred.shape} and {ref.shape}")
     sp = _check_spacing(spacing, pred.ndim)
     rows: list[dict[str, Any]] = []
     for label in label_ids:

@@ -55,13 +55,9 @@ def _instance_norm(num_features: int) -> nn.InstanceNorm2d:
 def _check_image_batch(x: torch.Tensor, in_channels: int, name: str) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(N, in_channels, H, W)``."""
     if x.dim() != 4:
-        raise ValueError(
-            f"{name} expects a 4D tensor (N, C, H, W); got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} expects a 4D tensor (N, C, H, W); got shape {tuple(x.shape)}")
     if x.shape[1] != in_channels:
-        raise ValueError(
-            f"{name} expects {in_channels} input channel(s); got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} expects {in_channels} input channel(s); got shape {tuple(x.shape)}")
 
 
 class ResnetBlock(nn.Module):
@@ -176,8 +172,9 @@ class ResnetGenerator(nn.Module):
             layers.append(ResnetBlock(widths[-1], dropout=dropout))
         for c_in, c_out in zip(widths[:0:-1], widths[-2::-1]):  # upsampling, back through the widths
             if upsampling == "transpose":
-                layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size=3, stride=2, padding=1,
-                                                 output_padding=1, bias=True))
+                layers.append(
+                    nn.ConvTranspose2d(c_in, c_out, kernel_size=3, stride=2, padding=1, output_padding=1, bias=True)
+                )
             else:
                 layers += [
                     nn.Upsample(scale_factor=2, mode="nearest"),
@@ -242,9 +239,7 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, in_channels: int = 1, ndf: int = 64, n_layers: int = 3) -> None:
         super().__init__()
         if in_channels < 1 or ndf < 1 or n_layers < 1:
-            raise ValueError(
-                f"in_channels, ndf, n_layers must be >= 1; got {in_channels}, {ndf}, {n_layers}"
-            )
+            raise ValueError(f"in_channels, ndf, n_layers must be >= 1; got {in_channels}, {ndf}, {n_layers}")
         self.in_channels = in_channels
         self.ndf = ndf
         self.n_layers = n_layers
@@ -431,12 +426,30 @@ def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
     Normalisation layers without affine parameters are left untouched.
     Returns ``module`` for chaining.
     """
-    norm_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d,
-                  nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
+    norm_types = (
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.BatchNorm3d,
+        nn.InstanceNorm1d,
+        nn.InstanceNorm2d,
+        nn.InstanceNorm3d,
+        nn.GroupNorm,
+        nn.LayerNorm,
+    )
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
-                              nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)):
+            if isinstance(
+                m,
+                (
+                    nn.Conv1d,
+                    nn.Conv2d,
+                    nn.Conv3d,
+                    nn.ConvTranspose1d,
+                    nn.ConvTranspose2d,
+                    nn.ConvTranspose3d,
+                    nn.Linear,
+                ),
+            ):
                 nn.init.normal_(m.weight, mean=0.0, std=std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)

@@ -288,25 +288,43 @@ def _taper(z: np.ndarray, z0: float, z1: float, length: float = 8.0) -> np.ndarr
 # fills the hip region as real adductors, thigh and abdominal muscles do.
 _MUSCLES = {
     "gluteus_maximus": dict(
-        z=[-70, -40, 0, 40, 80, 115], cx=[62, 72, 92, 90, 74, 58], cy=[-72, -80, -86, -90, -90, -84],
-        a=[40, 48, 50, 45, 36, 24], b=[24, 27, 29, 25, 21, 14], ang=[-15, -20, -25, -25, -20, -10],
+        z=[-70, -40, 0, 40, 80, 115],
+        cx=[62, 72, 92, 90, 74, 58],
+        cy=[-72, -80, -86, -90, -90, -84],
+        a=[40, 48, 50, 45, 36, 24],
+        b=[24, 27, 29, 25, 21, 14],
+        ang=[-15, -20, -25, -25, -20, -10],
     ),
     "gluteus_medius": dict(
-        z=[0, 30, 60, 95, 118], cx=[124, 97, 100, 103, 106], cy=[-14, -28, -31, -35, -40],
-        a=[15, 27, 34, 38, 28], b=[12, 13, 14, 14, 10], ang=[60, 52, 54, 50, 47],
+        z=[0, 30, 60, 95, 118],
+        cx=[124, 97, 100, 103, 106],
+        cy=[-14, -28, -31, -35, -40],
+        a=[15, 27, 34, 38, 28],
+        b=[12, 13, 14, 14, 10],
+        ang=[60, 52, 54, 50, 47],
     ),
     "iliopsoas": dict(
-        z=[-62, -30, 0, 30, 60, 95, 120], cx=[100, 74, 74, 62, 60, 62, 45], cy=[0, 36, 42, 8, -3, -1, -25],
-        a=[10, 14, 16, 20, 26, 28, 22], b=[10, 12, 13, 13, 13, 13, 17], ang=[0, 0, 0, 50, 54, 50, 30],
+        z=[-62, -30, 0, 30, 60, 95, 120],
+        cx=[100, 74, 74, 62, 60, 62, 45],
+        cy=[0, 36, 42, 8, -3, -1, -25],
+        a=[10, 14, 16, 20, 26, 28, 22],
+        b=[10, 12, 13, 13, 13, 13, 17],
+        ang=[0, 0, 0, 50, 54, 50, 30],
     ),
     "obturator_internus": dict(
-        z=[-58, -30, 0, 18], cx=[55, 46, 48, 52], cy=[-32, -10, -10, -15],
-        a=[12, 23, 21, 12], b=[7, 8, 7, 5], ang=[60, 85, 85, 80],
+        z=[-58, -30, 0, 18],
+        cx=[55, 46, 48, 52],
+        cy=[-32, -10, -10, -15],
+        a=[12, 23, 21, 12],
+        b=[7, 8, 7, 5],
+        ang=[60, 85, 85, 80],
     ),
 }
 _OTHER_MUSCLES = {
     "rectus_abdominis": dict(z=[40, 120], cx=[30, 32], cy=[84, 90], a=[26, 30], b=[8, 9], ang=[0, 0]),
-    "anterior_thigh": dict(z=[-70, -10, 15], cx=[100, 106, 112], cy=[52, 50, 40], a=[32, 26, 14], b=[20, 16, 9], ang=[20, 20, 20]),
+    "anterior_thigh": dict(
+        z=[-70, -10, 15], cx=[100, 106, 112], cy=[52, 50, 40], a=[32, 26, 14], b=[20, 16, 9], ang=[20, 20, 20]
+    ),
     "vastus_lateralis": dict(z=[-70, -35], cx=[150, 150], cy=[-5, -5], a=[13, 9], b=[30, 22], ang=[0, 0]),
     "adductors": dict(z=[-70, -35], cx=[48, 52], cy=[22, 18], a=[30, 18], b=[24, 14], ang=[30, 30]),
     "piriformis": dict(z=[30, 72], cx=[78, 58], cy=[-62, -72], a=[34, 28], b=[9, 9], ang=[-30, -30]),
@@ -322,15 +340,22 @@ _BODY = dict(
     anterior=[72, 76, 80, 90, 96, 98],
 )
 # Pelvic cavity (visceral fat holding bladder, rectum and bowel), unit frame.
-_CAVITY = dict(z=[-45, -10, 20, 60, 100, 120], a=[26, 34, 38, 42, 46, 48], cy=[12, 6, 0, -4, -8, -8], b=[40, 52, 58, 60, 58, 54])
+_CAVITY = dict(
+    z=[-45, -10, 20, 60, 100, 120], a=[26, 34, 38, 42, 46, 48], cy=[12, 6, 0, -4, -8, -8], b=[40, 52, 58, 60, 58, 54]
+)
 
 # Sacrum (midline ellipse per slice) and ilium (thick Bézier curve per slice), unit frame.
-_SACRUM = dict(z=[-30, 0, 40, 80, 110, 125], cy=[-86, -90, -85, -72, -60, -55], a=[8, 18, 30, 42, 48, 50], b=[6, 9, 14, 18, 22, 22])
+_SACRUM = dict(
+    z=[-30, 0, 40, 80, 110, 125], cy=[-86, -90, -85, -72, -60, -55], a=[8, 18, 30, 42, 48, 50], b=[6, 9, 14, 18, 22, 22]
+)
 _ILIUM = dict(
     z=[8, 35, 60, 95, 128],
-    p0x=[60, 58, 52, 48, 55], p0y=[-30, -42, -55, -60, -62],
-    p2x=[96, 100, 108, 118, 124], p2y=[5, 12, 22, 24, 12],
-    bow=[0, 4, 10, 14, 12], half=[14, 10, 6.5, 4.5, 4.5],
+    p0x=[60, 58, 52, 48, 55],
+    p0y=[-30, -42, -55, -60, -62],
+    p2x=[96, 100, 108, 118, 124],
+    p2y=[5, 12, 22, 24, 12],
+    bow=[0, 4, 10, 14, 12],
+    half=[14, 10, 6.5, 4.5, 4.5],
 )
 
 
@@ -365,7 +390,9 @@ def _femur_sdf(X, Y, Z, hip, pose: FemurPose, side: float, head_r: float, s: flo
         _sdf_sphere(lx, ly, lz, o, head_r),
         _sdf_capsule(lx, ly, lz, o, junction, 0.66 * head_r, 0.72 * head_r),
         _sdf_ellipsoid(lx, ly, lz, junction + np.array([side * 10, -6, 14]) * s, np.array([16, 18, 24]) * s),
-        _sdf_capsule(lx, ly, lz, junction + np.array([0, 0, 10]) * s, junction + np.array([0, 0, -300]), 15.0 * s, 13.0 * s),
+        _sdf_capsule(
+            lx, ly, lz, junction + np.array([0, 0, 10]) * s, junction + np.array([0, 0, -300]), 15.0 * s, 13.0 * s
+        ),
         _sdf_ellipsoid(lx, ly, lz, junction + np.array([-side * 12, -10, -30]) * s, np.array([9, 9, 12]) * s),
     ]
     sdf = parts[0]
@@ -419,11 +446,18 @@ def _pelvis_sdf(canvas: _Canvas, p: SubjectParameters):
     zs = _SACRUM["z"]
     sl, X, Y, Z = canvas.box((-60 * s, -120 * s, zs[0] * s), (60 * s, -25 * s, zs[-1] * s))
     zz = Z / s
-    union(sl, _sdf_ellipse_swept(
-        X, Y, 0.0, _keyframes(zz, zs, _SACRUM["cy"]) * s,
-        np.maximum(_keyframes(zz, zs, _SACRUM["a"]) * s * w * _taper(zz, zs[0], 1e9, 10.0), 0.5),
-        _keyframes(zz, zs, _SACRUM["b"]) * s, 0.0,
-    ))
+    union(
+        sl,
+        _sdf_ellipse_swept(
+            X,
+            Y,
+            0.0,
+            _keyframes(zz, zs, _SACRUM["cy"]) * s,
+            np.maximum(_keyframes(zz, zs, _SACRUM["a"]) * s * w * _taper(zz, zs[0], 1e9, 10.0), 0.5),
+            _keyframes(zz, zs, _SACRUM["b"]) * s,
+            0.0,
+        ),
+    )
     for side in (1.0, -1.0):
         hip = np.array([side * hip_x, 0.0, 0.0])
         r_in = p.head_radius_mm + 2.5
@@ -458,7 +492,7 @@ def _pelvis_sdf(canvas: _Canvas, p: SubjectParameters):
         curve = _sdf_curve_swept(X, Y, p0[:, None, None, :], p1[:, None, None, :], p2[:, None, None, :], half)
         union(sl, curve)
         # pubis and ischium
-        scale_pt = lambda q: np.array([side * q[0] * s * w, q[1] * s, q[2] * s])  # noqa: E731
+        scale_pt = lambda q, side=side: np.array([side * q[0] * s * w, q[1] * s, q[2] * s])  # noqa: E731
         for a, b, ra, rb in (
             ((70, 18, -10), (9, 52, -32), 11, 8),  # superior pubic ramus
             ((78, -22, -12), (58, -38, -60), 14, 13),  # ischium
@@ -507,16 +541,22 @@ def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_s
     zz = Zc / s
     taper = _taper(zz, zc[0], 1e9, 10.0)
     cavity = _sdf_ellipse_swept(
-        Xc, Yc, 0.0, _keyframes(zz, zc, _CAVITY["cy"]) * s,
+        Xc,
+        Yc,
+        0.0,
+        _keyframes(zz, zc, _CAVITY["cy"]) * s,
         np.maximum(_keyframes(zz, zc, _CAVITY["a"]) * s * w * taper, 0.5),
-        np.maximum(_keyframes(zz, zc, _CAVITY["b"]) * s * taper, 0.5), 0.0,
+        np.maximum(_keyframes(zz, zc, _CAVITY["b"]) * s * taper, 0.5),
+        0.0,
     )
     canvas.paint(sl_c, cavity < 0, FAT)
 
     # pelvic cavity: bowel loops (some with gas) in visceral fat
     bowel_rng = np.random.default_rng(p.bowel_seed)
     for _ in range(6):
-        centre = np.array([bowel_rng.uniform(-38, 38) * s, bowel_rng.uniform(-25, 45) * s, bowel_rng.uniform(45, 115) * s])
+        centre = np.array(
+            [bowel_rng.uniform(-38, 38) * s, bowel_rng.uniform(-25, 45) * s, bowel_rng.uniform(45, 115) * s]
+        )
         radii = np.array([bowel_rng.uniform(12, 24), bowel_rng.uniform(10, 20), bowel_rng.uniform(15, 30)]) * s
         sl_b, Xb, Yb, Zb = canvas.box(centre - radii, centre + radii)
         canvas.paint(sl_b, _sdf_ellipsoid(Xb, Yb, Zb, centre, radii) < 0, BOWEL)
@@ -607,12 +647,16 @@ def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_s
     }
 
 
-def write_subject(out_dir: str | Path, seed: int, index: int, settings: PhantomSettings | None = None) -> dict[str, Path]:
+def write_subject(
+    out_dir: str | Path, seed: int, index: int, settings: PhantomSettings | None = None
+) -> dict[str, Path]:
     """Generate subject ``index`` of cohort ``seed`` into ``out_dir/<subject_id>/``."""
     settings = settings or PhantomSettings()
     subject = subject_ids(index + 1)[index]
     params = sample_subject(seed, index)
-    volumes = render_subject(params, settings, noise_seed=int(np.random.SeedSequence([int(seed), int(index), 2]).generate_state(1)[0]))
+    volumes = render_subject(
+        params, settings, noise_seed=int(np.random.SeedSequence([int(seed), int(index), 2]).generate_state(1)[0])
+    )
     folder = Path(out_dir) / subject
     paths = {}
     for name, dtype in (("mr", np.int16), ("ct", np.int16), ("mask", np.uint8), ("labels", np.uint8)):
@@ -655,7 +699,12 @@ def write_tables(out_dir: str | Path, seed: int, n_subjects: int) -> tuple[Path,
 
 
 def write_cohort(
-    out_dir: str | Path, n_subjects: int, seed: int, settings: PhantomSettings | None = None, progress: bool = True, jobs: int = 1
+    out_dir: str | Path,
+    n_subjects: int,
+    seed: int,
+    settings: PhantomSettings | None = None,
+    progress: bool = True,
+    jobs: int = 1,
 ) -> Path:
     """Generate a whole phantom cohort (subject folders, ``subjects.tsv``, ``labels.tsv``) with ``jobs`` processes."""
     from concurrent.futures import ProcessPoolExecutor
@@ -671,7 +720,9 @@ def write_cohort(
             bar.update()
     else:
         with ProcessPoolExecutor(jobs) as pool:
-            for _ in pool.map(write_subject, [out_dir] * n_subjects, [seed] * n_subjects, range(n_subjects), [settings] * n_subjects):
+            for _ in pool.map(
+                write_subject, [out_dir] * n_subjects, [seed] * n_subjects, range(n_subjects), [settings] * n_subjects
+            ):
                 bar.update()
     bar.close()
     write_tables(out_dir, seed, n_subjects)

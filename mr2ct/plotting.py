@@ -174,7 +174,10 @@ def plot_qualitative(
     ct_k = radiological(ct[:, :, k])
     mr_k = radiological(mr[:, :, k])
     lo, hi = np.percentile(mr_k[body], [1, 99]) if body.any() else (mr_k.min(), mr_k.max())
-    panels = [("MR (T1-like)", mr_k, dict(cmap="gray", vmin=lo, vmax=hi)), ("real CT", ct_k, dict(cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1]))]
+    panels = [
+        ("MR (T1-like)", mr_k, dict(cmap="gray", vmin=lo, vmax=hi)),
+        ("real CT", ct_k, dict(cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1])),
+    ]
     errors = []
     for name, volume in synthetic.items():
         fake_k = radiological(volume[:, :, k])
@@ -192,8 +195,13 @@ def plot_qualitative(
     # two full rows, no empty panel: MR above the real CT, each synthetic CT above its error map
     columns = [(panels[0], panels[1]), *zip(panels[2:], errors)]
     height, width = ct_k.shape[0] * aspect, ct_k.shape[1]
-    fig, axes = plt.subplots(2, len(columns), figsize=(1.9 * len(columns) + 0.9, 2 * 1.9 * height / width + 0.8),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        2,
+        len(columns),
+        figsize=(1.9 * len(columns) + 0.9, 2 * 1.9 * height / width + 0.8),
+        squeeze=False,
+        layout="constrained",
+    )
     shown = {}
     for col, pair in enumerate(columns):
         for row, (name, image, kw) in enumerate(pair):

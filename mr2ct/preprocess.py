@@ -239,7 +239,10 @@ def load_preprocessed(path: str | os.PathLike) -> PreprocessedSubject:
             mask=z["mask"],
             labels=z["labels"] if "labels" in z.files else None,
             grid=SliceGrid(
-                int(z["mr"].shape[1]), float(z["step_mm"]), tuple(map(float, z["centre_ij"])), (float(spacing[0]), float(spacing[1]))
+                int(z["mr"].shape[1]),
+                float(z["step_mm"]),
+                tuple(map(float, z["centre_ij"])),
+                (float(spacing[0]), float(spacing[1])),
             ),
             affine=z["affine"],
             shape=tuple(int(v) for v in z["shape"]),

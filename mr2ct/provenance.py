@@ -110,8 +110,18 @@ BUFFER_BYTES = 8 << 20
 ENV_IDENTITY = "MR2CT_PROVENANCE_IDENTITY"
 #: PNG text-chunk keywords of a figure's identity
 PNG_KEYS = {"record": "mr2ct-record", "commit": "mr2ct-commit", "config_sha256": "mr2ct-config-sha256"}
-SOFTWARE = ("torch", "snakemake", "numpy", "scipy", "nibabel", "pandas", "matplotlib", "scikit-image", "pyyaml",
-            "pillow")
+SOFTWARE = (
+    "torch",
+    "snakemake",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "pandas",
+    "matplotlib",
+    "scikit-image",
+    "pyyaml",
+    "pillow",
+)
 UNKNOWN = "unknown"
 
 
@@ -266,11 +276,14 @@ class Layout:
                     raise ProvenanceError(f"{path}: provenance files are not outputs of the workflow")
                 return layout, stored
         if bare is not None:
-            raise ProvenanceError(f"{path}: {bare} holds no provenance records ({RESULTS}/{PROVENANCE}/ is missing); "
-                                  "re-run the workflow with provenance enabled")
+            raise ProvenanceError(
+                f"{path}: {bare} holds no provenance records ({RESULTS}/{PROVENANCE}/ is missing); "
+                "re-run the workflow with provenance enabled"
+            )
         raise ProvenanceError(
             f"{path}: not inside a workflow's {RESULTS}/ folder; audit takes an output under {RESULTS}/ "
-            f"(e.g. {RESULTS}/figures/mae_vs_training_size.png)")
+            f"(e.g. {RESULTS}/figures/mae_vs_training_size.png)"
+        )
 
     def rel(self, path: str | os.PathLike) -> str:
         """A path as stored: relative to the working directory (POSIX), absolute when outside it."""
@@ -286,7 +299,7 @@ class Layout:
     def index_file(self, stored: str) -> Path:
         prefix = f"{RESULTS}/"
         if not os.path.isabs(stored) and stored.startswith(prefix) and ".." not in Path(stored).parts:
-            return self.index / (stored[len(prefix):] + INDEX_SUFFIX)
+            return self.index / (stored[len(prefix) :] + INDEX_SUFFIX)
         return self.index / EXTERNAL_INDEX / (_sha256_text(stored)[:32] + INDEX_SUFFIX)
 
     def record_file(self, record_id: str) -> Path:
@@ -354,8 +367,14 @@ def code_version(root: str | os.PathLike | None) -> dict[str, Any]:
     folder: two dirty runs with the same value ran the same tracked code.
     Outside a git checkout (or without git) commit is ``"unknown"`` and dirty ``None``.
     """
-    info: dict[str, Any] = {"workflow_root": str(root) if root else None, "commit": UNKNOWN, "dirty": None,
-                            "diff_sha256": None, "package": "mr2ct", "version": _package_version()}
+    info: dict[str, Any] = {
+        "workflow_root": str(root) if root else None,
+        "commit": UNKNOWN,
+        "dirty": None,
+        "diff_sha256": None,
+        "package": "mr2ct",
+        "version": _package_version(),
+    }
     if root is None:
         return info
     head = _git(Path(root), "rev-parse", "HEAD")
@@ -414,8 +433,13 @@ def _cpu_model() -> str | None:
 
 
 def host_info() -> dict[str, Any]:
-    info = {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "pid": os.getpid()}
+    info = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "pid": os.getpid(),
+    }
     model = _cpu_model()
     if model:
         info["cpu_model"] = model
@@ -423,15 +447,20 @@ def host_info() -> dict[str, Any]:
     if torch is not None:  # the instruction set torch's CPU kernels dispatch to: results depend on it
         with contextlib.suppress(Exception):
             info["torch_cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
-    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "CUDA_VISIBLE_DEVICES", "ATEN_CPU_CAPABILITY",
-                "ONEDNN_MAX_CPU_ISA"):
+    for var in (
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "CUDA_VISIBLE_DEVICES",
+        "ATEN_CPU_CAPABILITY",
+        "ONEDNN_MAX_CPU_ISA",
+    ):
         if os.environ.get(var):
             info[var.lower()] = os.environ[var]
     return info
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 # ---------------------------------------------------------------------------
@@ -516,8 +545,12 @@ class JobContext:
 
     @property
     def identity(self) -> dict[str, str]:
-        return {"record": self.record_id, "commit": str(self.code.get("commit") or UNKNOWN),
-                "config_sha256": self.config_sha256, "rule": self.rule}
+        return {
+            "record": self.record_id,
+            "commit": str(self.code.get("commit") or UNKNOWN),
+            "config_sha256": self.config_sha256,
+            "rule": self.rule,
+        }
 
 
 _CURRENT: JobContext | None = None
@@ -536,9 +569,14 @@ def _input_entry(layout: Layout, path: str, names: list[str]) -> dict[str, Any]:
     return {"path": stored, "names": names, **fp, "producer": _producer_summary(index)}
 
 
-def begin_job(snakemake: Any, *, workdir: str | os.PathLike | None = None,
-              workflow_root: str | os.PathLike | None = None, script: str | os.PathLike | None = None,
-              code: Mapping[str, Any] | None = None) -> JobContext:
+def begin_job(
+    snakemake: Any,
+    *,
+    workdir: str | os.PathLike | None = None,
+    workflow_root: str | os.PathLike | None = None,
+    script: str | os.PathLike | None = None,
+    code: Mapping[str, Any] | None = None,
+) -> JobContext:
     """Fingerprint the inputs and fix the record id; call before the job's work.
 
     Makes the id available to :func:`identity_metadata` (figures) in this
@@ -552,8 +590,13 @@ def begin_job(snakemake: Any, *, workdir: str | os.PathLike | None = None,
     layout = Layout(workdir if workdir is not None else os.getcwd())
     config = _jsonable(dict(getattr(snakemake, "config", {}) or {}))
     script_path = _script(snakemake, script)
-    root = Path(workflow_root) if workflow_root else find_workflow_root(
-        getattr(snakemake, "scriptdir", None), script_path and Path(script_path).parent, Path(__file__).parent)
+    root = (
+        Path(workflow_root)
+        if workflow_root
+        else find_workflow_root(
+            getattr(snakemake, "scriptdir", None), script_path and Path(script_path).parent, Path(__file__).parent
+        )
+    )
     code = dict(code) if code is not None else code_version(root)
     script_info = None
     if script_path and os.path.isfile(script_path):
@@ -564,13 +607,30 @@ def begin_job(snakemake: Any, *, workdir: str | os.PathLike | None = None,
     params = _params(getattr(snakemake, "params", None))
     rule = str(getattr(snakemake, "rule", None) or "unknown")
     conf_sha = config_sha256(config)
-    key = {"rule": rule, "wildcards": wildcards, "params": params, "config_sha256": conf_sha,
-           "code": [code["commit"], code["dirty"], code["diff_sha256"], code["version"]],
-           "script": script_info and script_info["sha256"],
-           "inputs": [[i["path"], i.get("sha256")] for i in inputs]}
+    key = {
+        "rule": rule,
+        "wildcards": wildcards,
+        "params": params,
+        "config_sha256": conf_sha,
+        "code": [code["commit"], code["dirty"], code["diff_sha256"], code["version"]],
+        "script": script_info and script_info["sha256"],
+        "inputs": [[i["path"], i.get("sha256")] for i in inputs],
+    }
     record_id = f"{re.sub(r'[^A-Za-z0-9_.]+', '_', rule)}-{_sha256_text(canonical_json(key))[:16]}"
-    context = JobContext(record_id, rule, layout, started_at, started_perf, wildcards, params, config, conf_sha,
-                         code, script_info, inputs)
+    context = JobContext(
+        record_id,
+        rule,
+        layout,
+        started_at,
+        started_perf,
+        wildcards,
+        params,
+        config,
+        conf_sha,
+        code,
+        script_info,
+        inputs,
+    )
     _CURRENT = context
     os.environ[ENV_IDENTITY] = json.dumps(context.identity)
     return context
@@ -639,8 +699,10 @@ def _write_config(layout: Layout, config: dict[str, Any], sha: str) -> str:
     if not target.exists():
         import yaml
 
-        header = (f"# Effective config (sha256 {sha}) recorded by mr2ct provenance.\n"
-                  f"# Re-run with: snakemake --configfile {stored} <target>\n")
+        header = (
+            f"# Effective config (sha256 {sha}) recorded by mr2ct provenance.\n"
+            f"# Re-run with: snakemake --configfile {stored} <target>\n"
+        )
         _atomic_write_text(target, header + yaml.safe_dump(json.loads(canonical_json(config)), sort_keys=True))
     return stored
 
@@ -699,20 +761,29 @@ def write_job_record(snakemake: Any, context: JobContext, *, extra_outputs: Iter
             parts = Path(entry["path"]).parts
             if len(parts) > 2 and parts[1] in SIDECAR_FOLDERS and entry["kind"] == "file":
                 _atomic_write_text(layout.abs(entry["path"] + SIDECAR_SUFFIX), text)
-    pointer = {"record": context.record_id, "rule": context.rule, "config_sha256": context.config_sha256,
-               "commit": context.code.get("commit"), "diff_sha256": context.code.get("diff_sha256")}
+    pointer = {
+        "record": context.record_id,
+        "rule": context.rule,
+        "config_sha256": context.config_sha256,
+        "commit": context.code.get("commit"),
+        "diff_sha256": context.code.get("diff_sha256"),
+    }
     for entry in output_entries:  # index last: an entry never points to a record not yet written
         if entry["kind"] != "missing":
             _atomic_write_text(layout.index_file(entry["path"]), json.dumps({**entry, **pointer}, indent=1) + "\n")
     for entry in context.inputs:  # inputs made outside the workflow: remember their hash for the next consumer
         if entry["producer"] is None and entry["kind"] != "missing":
             current = layout.read_index(entry["path"])
-            if current is None or (not current.get("record") and current.get("sha256") != entry.get("sha256")) or (
-                    not current.get("record") and current.get("mtime_ns") != entry.get("mtime_ns")):
+            if (
+                current is None
+                or (not current.get("record") and current.get("sha256") != entry.get("sha256"))
+                or (not current.get("record") and current.get("mtime_ns") != entry.get("mtime_ns"))
+            ):
                 observed = {k: v for k, v in entry.items() if k not in ("names", "producer")}
-                _atomic_write_text(layout.index_file(entry["path"]),
-                                   json.dumps({**observed, "record": None, "observed_by": context.record_id},
-                                              indent=1) + "\n")
+                _atomic_write_text(
+                    layout.index_file(entry["path"]),
+                    json.dumps({**observed, "record": None, "observed_by": context.record_id}, indent=1) + "\n",
+                )
     if _CURRENT is context:
         _CURRENT = None
         os.environ.pop(ENV_IDENTITY, None)
@@ -746,9 +817,9 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
         raise ValueError("not a PNG file")
     chunks, pos = [], len(_PNG_SIGNATURE)
     while pos + 8 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
-        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        chunks.append((kind, data[pos + 8 : pos + 8 + length]))
         pos += 12 + length
         if kind == b"IEND":
             break
@@ -827,7 +898,7 @@ def embedded_identity(path: str | os.PathLike) -> dict[str, str]:
         return {field: text[key] for field, key in PNG_KEYS.items() if key in text}
     if path.suffix.lower() == ".pdf":
         found = {m.group(1).decode(): m.group(2).decode() for m in _PDF_IDENTITY.finditer(path.read_bytes())}
-        return {field: found[key[len("mr2ct-"):]] for field, key in PNG_KEYS.items() if key[len("mr2ct-"):] in found}
+        return {field: found[key[len("mr2ct-") :]] for field, key in PNG_KEYS.items() if key[len("mr2ct-") :] in found}
     return {}
 
 
@@ -881,8 +952,7 @@ class _Auditor:
             return
         if expected.get("kind") == "dir" or actual["kind"] == "dir":
             if actual["kind"] != expected.get("kind"):
-                self.problem(path, "CHANGED", f"was a {expected.get('kind')} for {whose}, now a {actual['kind']}",
-                             node)
+                self.problem(path, "CHANGED", f"was a {expected.get('kind')} for {whose}, now a {actual['kind']}", node)
                 return
             want = {f["path"]: f["sha256"] for f in expected.get("files", [])}
             have = {f["path"]: f["sha256"] for f in actual["files"]}
@@ -891,18 +961,26 @@ class _Auditor:
                 if name not in have:
                     self.problem(sub, "MISSING", f"file of directory {path}/ recorded by {whose}", node)
                 elif name not in want:
-                    self.problem(sub, "ADDED", f"file not written by {whose}: added to directory {path}/ later",
-                                 node)
+                    self.problem(sub, "ADDED", f"file not written by {whose}: added to directory {path}/ later", node)
                 elif want[name] != have[name]:
-                    self.problem(sub, "CHANGED", f"sha256 {have[name][:12]} differs from {want[name][:12]} "
-                                 f"recorded by {whose}", node)
+                    self.problem(
+                        sub,
+                        "CHANGED",
+                        f"sha256 {have[name][:12]} differs from {want[name][:12]} recorded by {whose}",
+                        node,
+                    )
             return
         if actual["sha256"] != expected.get("sha256"):
-            self.problem(path, "CHANGED", f"sha256 {actual['sha256'][:12]} differs from "
-                         f"{str(expected.get('sha256'))[:12]} recorded by {whose}", node)
+            self.problem(
+                path,
+                "CHANGED",
+                f"sha256 {actual['sha256'][:12]} differs from {str(expected.get('sha256'))[:12]} recorded by {whose}",
+                node,
+            )
 
-    def node(self, stored: str, used: Mapping[str, Any] | None, consumer: Mapping[str, Any] | None,
-             depth: int) -> dict[str, Any]:
+    def node(
+        self, stored: str, used: Mapping[str, Any] | None, consumer: Mapping[str, Any] | None, depth: int
+    ) -> dict[str, Any]:
         index = self.index(stored)
         used_producer = (used or {}).get("producer") or None
         producer_id = (used_producer or {}).get("record") or (index or {}).get("record")
@@ -920,27 +998,44 @@ class _Auditor:
             "problems": [],
             "inputs": [],
         }
-        whose = f"record {consumer['id']} ({consumer['rule']})" if consumer else (
-            f"record {producer_id} ({record['rule']})" if record else "its index entry")
+        whose = (
+            f"record {consumer['id']} ({consumer['rule']})"
+            if consumer
+            else (f"record {producer_id} ({record['rule']})" if record else "its index entry")
+        )
         if producer_id and record is None:
-            self.problem(stored, "NORECORD", f"record {producer_id} named by "
-                         f"{'record ' + consumer['id'] if consumer and used_producer else 'the index'} is gone", node)
+            self.problem(
+                stored,
+                "NORECORD",
+                f"record {producer_id} named by "
+                f"{'record ' + consumer['id'] if consumer and used_producer else 'the index'} is gone",
+                node,
+            )
         if self.verify:
             if expected is not None:
                 self.check_content(node, expected, whose)
             if used_producer and index and index.get("record"):
-                if index.get("config_sha256") != used_producer.get("config_sha256") or index.get(
-                        "commit") != used_producer.get("commit") or index.get("diff_sha256") != used_producer.get(
-                        "diff_sha256"):
-                    self.problem(stored, "STALE", f"re-made by record {index['record']} (config "
-                                 f"{str(index.get('config_sha256'))[:12]}, commit {str(index.get('commit'))[:12]}) "
-                                 f"after {whose} used the version of record {used_producer.get('record')} (config "
-                                 f"{str(used_producer.get('config_sha256'))[:12]}, commit "
-                                 f"{str(used_producer.get('commit'))[:12]})", node)
+                if (
+                    index.get("config_sha256") != used_producer.get("config_sha256")
+                    or index.get("commit") != used_producer.get("commit")
+                    or index.get("diff_sha256") != used_producer.get("diff_sha256")
+                ):
+                    self.problem(
+                        stored,
+                        "STALE",
+                        f"re-made by record {index['record']} (config "
+                        f"{str(index.get('config_sha256'))[:12]}, commit {str(index.get('commit'))[:12]}) "
+                        f"after {whose} used the version of record {used_producer.get('record')} (config "
+                        f"{str(used_producer.get('config_sha256'))[:12]}, commit "
+                        f"{str(used_producer.get('commit'))[:12]})",
+                        node,
+                    )
         if record and consumer and _version(record) != _version(consumer):
-            detail = (f"made by {record['rule']} under config {record['config_sha256'][:12]} / commit "
-                      f"{str(record['code'].get('commit'))[:12]}, used by {consumer['rule']} under config "
-                      f"{consumer['config_sha256'][:12]} / commit {str(consumer['code'].get('commit'))[:12]}")
+            detail = (
+                f"made by {record['rule']} under config {record['config_sha256'][:12]} / commit "
+                f"{str(record['code'].get('commit'))[:12]}, used by {consumer['rule']} under config "
+                f"{consumer['config_sha256'][:12]} / commit {str(consumer['code'].get('commit'))[:12]}"
+            )
             if self.strict and self.verify:
                 self.problem(stored, "MIXED", detail, node)
             self.mixed.setdefault((_version(record), _version(consumer)), []).append(f"{stored}: {detail}")
@@ -978,9 +1073,13 @@ def _reproduce(layout: Layout, record: Mapping[str, Any], target: str) -> dict[s
         checkout = f"git -C {root or '<workflow folder>'} checkout {code['commit']}"
         if code.get("dirty"):
             checkout += "   # the record's tree had uncommitted changes, not restored by this"
-    return {"cwd": str(layout.workdir), "command": " ".join(parts), "checkout": checkout,
-            "note": f"add --forcerun {record['rule']} to re-make it when up to date, "
-                    "--forceall to re-make its whole lineage from the raw inputs"}
+    return {
+        "cwd": str(layout.workdir),
+        "command": " ".join(parts),
+        "checkout": checkout,
+        "note": f"add --forcerun {record['rule']} to re-make it when up to date, "
+        "--forceall to re-make its whole lineage from the raw inputs",
+    }
 
 
 def audit(path: str | os.PathLike, verify: bool = False, strict: bool = False) -> dict[str, Any]:
@@ -996,8 +1095,10 @@ def audit(path: str | os.PathLike, verify: bool = False, strict: bool = False) -
     layout, stored = Layout.for_target(path)
     found = layout.owner(stored)
     if found is None:
-        raise ProvenanceError(f"{path}: no provenance record (not a recorded output of a workflow job; "
-                              f"logs, benchmarks and undeclared files have none)")
+        raise ProvenanceError(
+            f"{path}: no provenance record (not a recorded output of a workflow job; "
+            f"logs, benchmarks and undeclared files have none)"
+        )
     owner, entry = found
     if not entry.get("record"):
         raise ProvenanceError(f"{path}: not made by a recorded job (only observed as an input)")
@@ -1021,16 +1122,21 @@ def audit(path: str | os.PathLike, verify: bool = False, strict: bool = False) -
         "record_file": layout.rel(layout.record_file(record["id"])),
         "rule": record["rule"],
         "wildcards": record.get("wildcards", {}),
-        "config": {"sha256": record["config_sha256"], "file": config_file,
-                   "exists": bool(config_file and layout.abs(config_file).is_file())},
+        "config": {
+            "sha256": record["config_sha256"],
+            "file": config_file,
+            "exists": bool(config_file and layout.abs(config_file).is_file()),
+        },
         "configs": configs,
         "code": record.get("code", {}),
         "started_at": record.get("started_at"),
         "ended_at": record.get("ended_at"),
         "tree": tree,
         "records": len([r for r in auditor.records.values() if r]),
-        "notes": [f"{len(set(edges))} input(s) made under another config/code version than their consumer, "
-                  f"e.g. {edges[0]}" for edges in auditor.mixed.values()],
+        "notes": [
+            f"{len(set(edges))} input(s) made under another config/code version than their consumer, e.g. {edges[0]}"
+            for edges in auditor.mixed.values()
+        ],
         "verified": verify,
         "strict": strict,
         "hashed_files": auditor.hashed_files,
@@ -1052,11 +1158,27 @@ def code_summary(workdir: str | os.PathLike = ".") -> list[dict[str, Any]]:
         if not record:
             continue
         code = record.get("code", {})
-        key = (code.get("commit", UNKNOWN), bool(code.get("dirty")), (code.get("diff_sha256") or "")[:12],
-               code.get("version", UNKNOWN), record.get("config_sha256", UNKNOWN)[:12])
-        row = groups.setdefault(key, {"commit": key[0], "dirty": key[1], "diff_sha256": key[2], "version": key[3],
-                                      "config_sha256": key[4], "records": 0, "rules": set(),
-                                      "first_started": record.get("started_at"), "last_ended": record.get("ended_at")})
+        key = (
+            code.get("commit", UNKNOWN),
+            bool(code.get("dirty")),
+            (code.get("diff_sha256") or "")[:12],
+            code.get("version", UNKNOWN),
+            record.get("config_sha256", UNKNOWN)[:12],
+        )
+        row = groups.setdefault(
+            key,
+            {
+                "commit": key[0],
+                "dirty": key[1],
+                "diff_sha256": key[2],
+                "version": key[3],
+                "config_sha256": key[4],
+                "records": 0,
+                "rules": set(),
+                "first_started": record.get("started_at"),
+                "last_ended": record.get("ended_at"),
+            },
+        )
         row["records"] += 1
         row["rules"].add(record.get("rule", UNKNOWN))
         row["first_started"] = min(filter(None, [row["first_started"], record.get("started_at")]), default=None)
@@ -1108,26 +1230,32 @@ def render_text(report: Mapping[str, Any], max_depth: int | None = None) -> str:
         lines.append(f"(target {report['target']} is a file of the directory output {report['output']}/)")
     lines.append("")
     config = report["config"]
-    lines.append(f"record  {report['record_file']}  (rule {report['rule']}"
-                 + (f", {', '.join(f'{k}={v}' for k, v in report['wildcards'].items())}" if report["wildcards"] else "")
-                 + f", ended {report.get('ended_at')})")
-    lines.append(f"config  sha256 {config['sha256'][:16]}  {config['file']}"
-                 + ("" if config["exists"] else "  (file missing)"))
+    lines.append(
+        f"record  {report['record_file']}  (rule {report['rule']}"
+        + (f", {', '.join(f'{k}={v}' for k, v in report['wildcards'].items())}" if report["wildcards"] else "")
+        + f", ended {report.get('ended_at')})"
+    )
+    lines.append(
+        f"config  sha256 {config['sha256'][:16]}  {config['file']}" + ("" if config["exists"] else "  (file missing)")
+    )
     if len(report["configs"]) > 1:
         for sha, info in sorted(report["configs"].items()):
             lines.append(f"        {sha[:16]}  {info['file']}  ({info['records']} record(s) of the lineage)")
     code = report["code"]
     dirty = {True: " (uncommitted changes)", False: "", None: ""}[code.get("dirty")]
-    lines.append(f"code    {code.get('package', 'mr2ct')} {code.get('version', UNKNOWN)}, commit "
-                 f"{code.get('commit', UNKNOWN)}{dirty}")
+    lines.append(
+        f"code    {code.get('package', 'mr2ct')} {code.get('version', UNKNOWN)}, commit "
+        f"{code.get('commit', UNKNOWN)}{dirty}"
+    )
     lines.append(f"lineage {report['records']} record(s)")
     for note in report["notes"]:
         lines.append(f"note    {note}")
     if report["verified"] and report["ok"]:
         lines.append(f"verify  OK: {report['hashed_files']} file(s) re-hashed, all as recorded")
     elif report["verified"]:
-        lines.append(f"verify  FAILED: {len(report['problems'])} problem(s) ({report['hashed_files']} file(s) "
-                     "re-hashed)")
+        lines.append(
+            f"verify  FAILED: {len(report['problems'])} problem(s) ({report['hashed_files']} file(s) re-hashed)"
+        )
     elif report["problems"]:
         lines.append(f"records FAILED: {len(report['problems'])} problem(s)")
     for problem in report["problems"]:
@@ -1153,8 +1281,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     else:
         print(render_text(report, max_depth=args.depth), end="")
     if not report["ok"]:
-        print(f"mr2ct audit: {len(report['problems'])} problem(s): "
-              + ", ".join(f"{p['kind']} {p['path']}" for p in report["problems"]), file=sys.stderr)
+        print(
+            f"mr2ct audit: {len(report['problems'])} problem(s): "
+            + ", ".join(f"{p['kind']} {p['path']}" for p in report["problems"]),
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -1163,10 +1294,14 @@ def add_audit_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``mr2ct audit`` on the CLI's subparsers."""
     p = subparsers.add_parser("audit", help="lineage of an output back to raw inputs and config; --verify re-hashes it")
     p.add_argument("path", type=Path, help="an output under results/ (figure, table, synthetic CT, model, …)")
-    p.add_argument("--verify", action="store_true",
-                   help="re-hash every file of the lineage; exit 1 naming missing, changed or stale files")
-    p.add_argument("--strict", action="store_true",
-                   help="with --verify, also fail when the lineage mixes config/code versions")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every file of the lineage; exit 1 naming missing, changed or stale files",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="with --verify, also fail when the lineage mixes config/code versions"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable JSON instead of text")
     p.add_argument("--depth", type=int, default=None, metavar="N", help="text: show N levels of inputs only")
     p.set_defaults(func=_cmd_audit)

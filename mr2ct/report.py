@@ -17,14 +17,23 @@ import pandas as pd
 from .evaluation import write_table
 from .io import atomic_write_text
 
-__all__ = ["README_MARKERS", "figures_job", "provenance_summary_job", "readme_results", "statistics_job", "update_readme"]
+__all__ = [
+    "README_MARKERS",
+    "figures_job",
+    "provenance_summary_job",
+    "readme_results",
+    "statistics_job",
+    "update_readme",
+]
 
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 SYNTHESIS_METRICS = ("mae", "psnr", "ssim", "mae_boundary")
 SEGMENTATION_METRICS = ("dice", "assd_mm", "hd95_mm")
-SURFACE_DISTANCE_NOTE = ("(k/n): the mean is over the k of n structures × subjects where the distance exists; "
-                         "ASSD and HD95 do not exist for a structure that was not predicted at all (counted in "
-                         "*empty prediction*) or is absent from the reference.")
+SURFACE_DISTANCE_NOTE = (
+    "(k/n): the mean is over the k of n structures × subjects where the distance exists; "
+    "ASSD and HD95 do not exist for a structure that was not predicted at all (counted in "
+    "*empty prediction*) or is absent from the reference."
+)
 
 
 def statistics_job(synthesis_csv, segmentation_csv, out_statistics, out_summary, out_markdown, seed: int) -> list[Path]:
@@ -34,18 +43,29 @@ def statistics_job(synthesis_csv, segmentation_csv, out_statistics, out_summary,
     synthesis = pd.read_csv(synthesis_csv)
     parts = [statistics_table(synthesis, SYNTHESIS_METRICS, seed=seed).assign(experiment="synthesis")]
     summaries = [summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model")).assign(experiment="synthesis")]
-    markdown = ["### Synthesis accuracy (mean ± sd over folds and test subjects)", "",
-                to_markdown(summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model")))]
+    markdown = [
+        "### Synthesis accuracy (mean ± sd over folds and test subjects)",
+        "",
+        to_markdown(summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model"))),
+    ]
     if segmentation_csv:
         segmentation = pd.read_csv(segmentation_csv)
         parts.append(segmentation_statistics(segmentation, seed=seed).assign(experiment="segmentation"))
-        seg_summary = summary_table(_with_source_model(segmentation), SEGMENTATION_METRICS, by=("size", "model"),
-                                    counts=("empty_prediction",))
+        seg_summary = summary_table(
+            _with_source_model(segmentation), SEGMENTATION_METRICS, by=("size", "model"), counts=("empty_prediction",)
+        )
         summaries.append(seg_summary.assign(experiment="segmentation"))
-        markdown += ["", "### Segmentation of real and synthetic CT (mean ± sd over structures, folds and subjects)", "",
-                     to_markdown(seg_summary), SURFACE_DISTANCE_NOTE]
-    written = [write_table(pd.concat(parts, ignore_index=True), out_statistics),
-               write_table(pd.concat(summaries, ignore_index=True), out_summary)]
+        markdown += [
+            "",
+            "### Segmentation of real and synthetic CT (mean ± sd over structures, folds and subjects)",
+            "",
+            to_markdown(seg_summary),
+            SURFACE_DISTANCE_NOTE,
+        ]
+    written = [
+        write_table(pd.concat(parts, ignore_index=True), out_statistics),
+        write_table(pd.concat(summaries, ignore_index=True), out_summary),
+    ]
     written.append(atomic_write_text(out_markdown, "\n".join(markdown) + "\n"))
     return written
 
@@ -59,7 +79,9 @@ def _with_source_model(segmentation: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([synthetic, *repeated], ignore_index=True)
 
 
-def figures_job(synthesis_csv, segmentation_csv, loss_paths: Sequence[str | os.PathLike], out_dir, seed: int) -> list[Path]:
+def figures_job(
+    synthesis_csv, segmentation_csv, loss_paths: Sequence[str | os.PathLike], out_dir, seed: int
+) -> list[Path]:
     """Figures 1–3 and 5–7 (PNG and PDF) from the tables and the runs' loss tables."""
     from .figures import FIGURE_STEMS, plot_metric_vs_size, read_loss_tables, render_all
 
@@ -73,7 +95,17 @@ def provenance_summary_job(workdir: str | os.PathLike, out_csv: str | os.PathLik
     """``provenance_summary.csv``: the code versions and configs behind the run's records."""
     from .provenance import code_summary
 
-    columns = ["commit", "dirty", "diff_sha256", "version", "config_sha256", "records", "rules", "first_started", "last_ended"]
+    columns = [
+        "commit",
+        "dirty",
+        "diff_sha256",
+        "version",
+        "config_sha256",
+        "records",
+        "rules",
+        "first_started",
+        "last_ended",
+    ]
     return write_table(pd.DataFrame(code_summary(workdir), columns=columns), out_csv)
 
 
@@ -91,7 +123,9 @@ def _with_gc(verdict: str) -> str:
     return f"{verdict} with GC" if verdict in ("lower", "higher") else verdict
 
 
-def findings(synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd.DataFrame | None, seed: int = 0) -> list[str]:
+def findings(
+    synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd.DataFrame | None, seed: int = 0
+) -> list[str]:
     """The paper's three findings checked against this run's tables, as Markdown lines.
 
     1. more training data → lower MAE (largest vs smallest size, paired on fold and
@@ -106,9 +140,13 @@ def findings(synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd
     sizes = sorted(synthesis["size"].dropna().unique())
     largest = sizes[-1]
     base = synthesis[synthesis["model"] == "baseline_constant"].set_index(["size", "fold", "subject"])["mae"]
-    lines += ["MAE relative to the constant baseline on the same subjects (below 1: better than predicting one "
-              "mean HU everywhere):", "", "| model | " + " | ".join(f"size {s:g}" for s in sizes) + " |",
-              "|---|" + "---|" * len(sizes)]
+    lines += [
+        "MAE relative to the constant baseline on the same subjects (below 1: better than predicting one "
+        "mean HU everywhere):",
+        "",
+        "| model | " + " | ".join(f"size {s:g}" for s in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
     for model in ("cyclegan", "cyclegan_gc", "reference_supervised", "baseline_histmatch", "reference_resampled"):
         rows = synthesis[synthesis["model"] == model].set_index(["size", "fold", "subject"])["mae"]
         if rows.empty:
@@ -118,21 +156,30 @@ def findings(synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd
     lines.append("")
 
     if len(sizes) > 1:
-        frame = synthesis[synthesis["model"].isin(["cyclegan", "cyclegan_gc"]) & synthesis["size"].isin([sizes[0], largest])]
+        frame = synthesis[
+            synthesis["model"].isin(["cyclegan", "cyclegan_gc"]) & synthesis["size"].isin([sizes[0], largest])
+        ]
         by_size = paired_comparison(frame, "mae", a=largest, b=sizes[0], by=("model",), model_column="size", seed=seed)
         for row in by_size.itertuples():
-            lines.append(f"- **More training data → lower MAE** ({row.model}): size {largest:g} vs {sizes[0]:g}: "
-                         f"{row.mean_a:.1f} vs {row.mean_b:.1f} HU, difference {row.mean_difference:+.1f} HU "
-                         f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): "
-                         f"{_verdict(row.ci_low, row.ci_high, row.wilcoxon_p)}.")
+            lines.append(
+                f"- **More training data → lower MAE** ({row.model}): size {largest:g} vs {sizes[0]:g}: "
+                f"{row.mean_a:.1f} vs {row.mean_b:.1f} HU, difference {row.mean_difference:+.1f} HU "
+                f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): "
+                f"{_verdict(row.ci_low, row.ci_high, row.wilcoxon_p)}."
+            )
     gc = statistics[(statistics["experiment"] == "synthesis") & (statistics["metric"] == "mae_boundary")]
     for row in gc.itertuples():
         if not row.n_pairs > 0:
-            lines.append(f"- **GC → lower boundary MAE** (size {row.size:g}): not computable (no pairs with a boundary).")
+            lines.append(
+                f"- **GC → lower boundary MAE** (size {row.size:g}): not computable (no pairs with a boundary)."
+            )
             continue
-        lines.append(f"- **GC → lower boundary MAE** (size {row.size:g}): {row.mean_a:.1f} vs {row.mean_b:.1f} HU, "
-                     f"difference {row.mean_difference:+.1f} HU [{row.ci_low:+.1f}, {row.ci_high:+.1f}], "
-                     f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): {_with_gc(_verdict(row.ci_low, row.ci_high, row.wilcoxon_p))}.")
+        lines.append(
+            f"- **GC → lower boundary MAE** (size {row.size:g}): {row.mean_a:.1f} vs {row.mean_b:.1f} HU, "
+            f"difference {row.mean_difference:+.1f} HU [{row.ci_low:+.1f}, {row.ci_high:+.1f}], "
+            f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): "
+            f"{_with_gc(_verdict(row.ci_low, row.ci_high, row.wilcoxon_p))}."
+        )
     if segmentation is not None and not segmentation.empty:
         bone = segmentation["structure"].isin(["pelvis", "femur_left", "femur_right"])
         real = segmentation[segmentation["source"] == "real_ct"]
@@ -142,19 +189,30 @@ def findings(synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd
             rows = synthetic[synthetic["model"] == model]
             if not rows.empty:
                 parts.append(f"{model} {rows['dice'].mean():.2f} (bone {rows.loc[bone, 'dice'].mean():.2f})")
-        lines.append(f"- **Synthetic CT for segmentation** (size {largest:g}, mean Dice over structures, folds and "
-                     f"subjects): " + "; ".join(parts) + ".")
+        lines.append(
+            f"- **Synthetic CT for segmentation** (size {largest:g}, mean Dice over structures, folds and "
+            f"subjects): " + "; ".join(parts) + "."
+        )
     return lines + [""]
 
 
-def readme_results(summary_md: str | os.PathLike, statistics_csv: str | os.PathLike,
-                   synthesis_csv: str | os.PathLike | None = None, segmentation_csv: str | os.PathLike | None = None) -> str:
+def readme_results(
+    summary_md: str | os.PathLike,
+    statistics_csv: str | os.PathLike,
+    synthesis_csv: str | os.PathLike | None = None,
+    segmentation_csv: str | os.PathLike | None = None,
+) -> str:
     """The README's results block: the summary tables, the GC-vs-no-GC tests and, given the
     metric tables, the paper's findings checked against them — all from the tables."""
     stats = pd.read_csv(statistics_csv)
-    lines = [Path(summary_md).read_text().strip(), "", "### CycleGAN + GC against CycleGAN (paired by fold and subject)", "",
-             "| metric | size | mean GC | mean no GC | mean difference [95 % CI] | Wilcoxon p | better |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        Path(summary_md).read_text().strip(),
+        "",
+        "### CycleGAN + GC against CycleGAN (paired by fold and subject)",
+        "",
+        "| metric | size | mean GC | mean no GC | mean difference [95 % CI] | Wilcoxon p | better |",
+        "|---|---|---|---|---|---|---|",
+    ]
     synthesis = stats[stats["experiment"] == "synthesis"]
     for row in synthesis.itertuples():
         lines.append(

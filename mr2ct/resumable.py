@@ -58,8 +58,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as exc:
         # torch's message advises loading with weights_only=False: never do that with a file one did not write
         reason = str(exc).split("\n")[0].split(" In PyTorch 2.6")[0].strip()
-        raise InputError(f"{path}: not a valid mr2ct checkpoint (refused to load: {type(exc).__name__}: "
-                         f"{reason[:300]})") from None
+        raise InputError(
+            f"{path}: not a valid mr2ct checkpoint (refused to load: {type(exc).__name__}: {reason[:300]})"
+        ) from None
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -126,9 +127,19 @@ def resume(run: Any, checkpoint: Path, identity: Mapping[str, Any]) -> bool:
     return True
 
 
-def run_steps(run: Any, settings: Any, checkpoint: Path, identity: Mapping[str, Any],
-              next_batch: Callable[[], tuple], validate: Callable[[], None], *, desc: str,
-              postfix: dict[str, int], progress: bool = True, started: float | None = None) -> None:
+def run_steps(
+    run: Any,
+    settings: Any,
+    checkpoint: Path,
+    identity: Mapping[str, Any],
+    next_batch: Callable[[], tuple],
+    validate: Callable[[], None],
+    *,
+    desc: str,
+    postfix: dict[str, int],
+    progress: bool = True,
+    started: float | None = None,
+) -> None:
     """Train ``run`` to ``settings.steps``, checkpointing with ``identity``.
 
     ``next_batch()`` draws the next batch from the run's own generator, so a
@@ -166,22 +177,31 @@ def run_steps(run: Any, settings: Any, checkpoint: Path, identity: Mapping[str, 
         if budget > 0 and time.monotonic() - started > budget and run.step < s.steps:
             save()
             bar.close()
-            raise TrainingInterrupted(f"time budget of {s.time_budget_minutes} min reached at step {run.step}; "
-                                      "checkpoint written, rerun to resume")
+            raise TrainingInterrupted(
+                f"time budget of {s.time_budget_minutes} min reached at step {run.step}; "
+                "checkpoint written, rerun to resume"
+            )
     bar.close()
     save()
 
 
-def write_history(out_dir: Path, history: Sequence[Sequence[float]], columns: Sequence[str],
-                  validation: Sequence[dict], validation_columns: Sequence[str] | None = None) -> None:
+def write_history(
+    out_dir: Path,
+    history: Sequence[Sequence[float]],
+    columns: Sequence[str],
+    validation: Sequence[dict],
+    validation_columns: Sequence[str] | None = None,
+) -> None:
     """``losses.tsv`` (one row per step) and, when there are validation scores, ``validation.tsv``."""
     import pandas as pd
 
     table = pd.DataFrame(list(history), columns=list(columns))
     table.insert(0, "step", np.arange(1, len(table) + 1))
-    atomic_write_text(out_dir / "losses.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n"))
+    atomic_write_text(
+        out_dir / "losses.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g", lineterminator="\n")
+    )
     if validation:
         scores = pd.DataFrame(list(validation), columns=validation_columns)
-        atomic_write_text(out_dir / "validation.tsv",
-                          scores.to_csv(sep="\t", index=False, float_format="%.4f", lineterminator="\n"))
-
+        atomic_write_text(
+            out_dir / "validation.tsv", scores.to_csv(sep="\t", index=False, float_format="%.4f", lineterminator="\n")
+        )

@@ -45,8 +45,16 @@ import torch.nn.functional as F
 from .io import InputError, Volume, read_volume, write_volume
 from .networks import UNet2d
 from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct, resample_planes
+from .resumable import (
+    CHECKPOINT_FORMAT,
+    data_identity,
+    load_checkpoint,
+    resume,
+    run_steps,
+    save_checkpoint,
+    write_history,
+)
 from .settings import SegmentationSettings
-from .resumable import CHECKPOINT_FORMAT, data_identity, load_checkpoint, resume, run_steps, save_checkpoint, write_history
 
 __all__ = [
     "SegmentationSettings",
@@ -91,7 +99,9 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = D
     return 1.0 - dice.mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, dice_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(total, cross-entropy, soft Dice loss)`` with total = CE + dice_weight · Dice loss."""
     ce = F.cross_entropy(logits.float(), target)
     dl = soft_dice_loss(logits, target)
@@ -115,7 +125,10 @@ def _load_labelled(paths: Sequence[str | os.PathLike], n_classes: int, role: str
             raise InputError(f"{path}: {role} cache has no labels; the segmentation experiment needs labelled subjects")
         top = int(subject.labels.max()) if subject.labels.size else 0
         if top >= n_classes:
-            raise InputError(f"{path}: label value {top} does not fit n_classes={n_classes} (background 0 plus labels 1…{n_classes - 1})")
+            raise InputError(
+                f"{path}: label value {top} does not fit n_classes={n_classes} "
+                f"(background 0 plus labels 1…{n_classes - 1})"
+            )
         subjects.append(subject)
     return subjects
 
@@ -145,11 +158,15 @@ def predict_probabilities(model: torch.nn.Module, ct_slices: np.ndarray, batch_s
     device = _model_device(model)
     out = None
     for start in range(0, len(ct_slices), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(ct_slices[start:start + batch_size], dtype=np.float32)).unsqueeze(1).to(device)
+        batch = (
+            torch.from_numpy(np.ascontiguousarray(ct_slices[start : start + batch_size], dtype=np.float32))
+            .unsqueeze(1)
+            .to(device)
+        )
         probs = torch.softmax(model(batch).float(), dim=1).cpu().numpy()
         if out is None:
             out = np.empty((len(ct_slices), probs.shape[1], *probs.shape[2:]), dtype=np.float32)
-        out[start:start + batch_size] = probs
+        out[start : start + batch_size] = probs
     if out is None:
         raise InputError("no slices to segment")
     return out
@@ -280,17 +297,28 @@ def train_segmentation(
     subjects = _load_labelled(caches, s.n_classes, "training")
     val_subjects = _load_labelled(validation_caches, s.n_classes, "validation")
     picks = [_body_slices(subj, s.min_body_fraction) for subj in subjects]
-    images = torch.from_numpy(np.concatenate([subj.ct[k] for subj, k in zip(subjects, picks)])).unsqueeze(1).contiguous()
+    images = (
+        torch.from_numpy(np.concatenate([subj.ct[k] for subj, k in zip(subjects, picks)])).unsqueeze(1).contiguous()
+    )
     labels = torch.from_numpy(np.concatenate([subj.labels[k] for subj, k in zip(subjects, picks)]).astype(np.int64))
     if len(images) == 0:
         raise InputError(f"no training slice has a body fraction ≥ {s.min_body_fraction}")
-    log.info("segmentation: %d CT slices from %d subject(s), %d validation subject(s), %d classes",
-             len(images), len(subjects), len(val_subjects), s.n_classes)
+    log.info(
+        "segmentation: %d CT slices from %d subject(s), %d validation subject(s), %d classes",
+        len(images),
+        len(subjects),
+        len(val_subjects),
+        s.n_classes,
+    )
 
     run = _Run(s, device, np.bincount(labels.numpy().ravel(), minlength=s.n_classes))
     checkpoint = out_dir / "checkpoint.pt"
-    identity = {"format": CHECKPOINT_FORMAT, "kind": "segmentation", "digest": s.digest(),
-                "data": data_identity(training=caches, validation=validation_caches)}
+    identity = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "segmentation",
+        "digest": s.digest(),
+        "data": data_identity(training=caches, validation=validation_caches),
+    }
     resume(run, checkpoint, identity)
 
     def validate() -> None:
@@ -309,13 +337,35 @@ def train_segmentation(
             batch = _augment(batch, run.data_rng)
         return batch.to(device), labels[idx].to(device)
 
-    run_steps(run, s, checkpoint, identity, next_batch, validate, desc="train segmenter", progress=progress,
-              postfix={"loss": 0, "ce": 1, "dice": 2}, started=started)
+    run_steps(
+        run,
+        s,
+        checkpoint,
+        identity,
+        next_batch,
+        validate,
+        desc="train segmenter",
+        progress=progress,
+        postfix={"loss": 0, "ce": 1, "dice": 2},
+        started=started,
+    )
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation, ["step", "mean_dice"])
-    plot_segmentation_losses(out_dir / "loss_curves.png", np.asarray(run.history).reshape(-1, len(LOSS_COLUMNS)), run.validation)
+    plot_segmentation_losses(
+        out_dir / "loss_curves.png", np.asarray(run.history).reshape(-1, len(LOSS_COLUMNS)), run.validation
+    )
     model_path = out_dir / "model.pt"
-    save_checkpoint(model_path, {"state_dict": run.net.state_dict(), "n_classes": s.n_classes, "base": s.base,
-                                 "depth": s.depth, "digest": s.digest(), "steps": s.steps, "data": identity["data"]})
+    save_checkpoint(
+        model_path,
+        {
+            "state_dict": run.net.state_dict(),
+            "n_classes": s.n_classes,
+            "base": s.base,
+            "depth": s.depth,
+            "digest": s.digest(),
+            "steps": s.steps,
+            "data": identity["data"],
+        },
+    )
     return model_path
 
 
@@ -365,7 +415,9 @@ def load_segmenter(path: str | os.PathLike, device: str = "cpu") -> UNet2d:
     return net.to(device).eval()
 
 
-def segment_ct(model: torch.nn.Module, ct_hu: np.ndarray, cache: PreprocessedSubject, batch_size: int = 16) -> np.ndarray:
+def segment_ct(
+    model: torch.nn.Module, ct_hu: np.ndarray, cache: PreprocessedSubject, batch_size: int = 16
+) -> np.ndarray:
     """Segment a CT volume ``(X, Y, Z)`` in HU on its own grid; returns labels ``(X, Y, Z)`` uint8.
 
     The volume is resampled to the subject's training slices exactly as in
@@ -382,7 +434,9 @@ def segment_ct(model: torch.nn.Module, ct_hu: np.ndarray, cache: PreprocessedSub
     """
     ct_hu = np.asarray(ct_hu)
     if ct_hu.shape != tuple(cache.shape):
-        raise InputError(f"CT volume of shape {ct_hu.shape} does not match the cached subject's grid {tuple(cache.shape)}")
+        raise InputError(
+            f"CT volume of shape {ct_hu.shape} does not match the cached subject's grid {tuple(cache.shape)}"
+        )
     slices = cache.grid.to_slices(ct_hu, order=1, cval=float(cache.ct_hu_points[0]))
     normalised = normalise_ct(slices, cache.ct_hu_points, cache.ct_norm_points)
     del slices
@@ -412,16 +466,23 @@ def segment_files(
     ``out_paths[i]`` with that geometry and on-disk orientation.
     """
     if not (len(ct_paths) == len(caches) == len(out_paths)):
-        raise InputError(f"segment_files: {len(ct_paths)} CT file(s), {len(caches)} cache(s) and {len(out_paths)} output path(s) must match")
+        raise InputError(
+            f"segment_files: {len(ct_paths)} CT file(s), {len(caches)} cache(s) and {len(out_paths)} output path(s) "
+            "must match"
+        )
     model = load_segmenter(model_path, device=device)
     written = []
     for ct_path, cache, out in zip(ct_paths, caches, out_paths):
         subject = cache if isinstance(cache, PreprocessedSubject) else load_preprocessed(cache)
         ct = read_volume(ct_path)
         if ct.data.shape != tuple(subject.shape):
-            raise InputError(f"{ct_path}: CT shape {ct.data.shape} does not match its subject's cached grid {tuple(subject.shape)}")
+            raise InputError(
+                f"{ct_path}: CT shape {ct.data.shape} does not match its subject's cached grid {tuple(subject.shape)}"
+            )
         if not np.allclose(ct.affine, subject.affine, atol=1e-2):
-            raise InputError(f"{ct_path}: CT affine does not match its subject's cached geometry (not on the subject's CT grid)")
+            raise InputError(
+                f"{ct_path}: CT affine does not match its subject's cached geometry (not on the subject's CT grid)"
+            )
         labels = segment_ct(model, ct.data, subject, batch_size=batch_size)
         del ct
         written.append(write_volume(out, Volume(labels, subject.affine, subject.disk_axcodes), np.uint8))

@@ -96,18 +96,26 @@ class TrainSettings:
         if self.model not in MODELS:
             raise InputError(f"unknown model '{self.model}' (one of {', '.join(MODELS)})")
         if self.steps < 1 or self.batch_size < 1:
-            raise InputError(f"config key 'train.steps'/'train.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}")
+            raise InputError(
+                f"config key 'train.steps'/'train.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}"
+            )
         if self.gc_weight < 0:
             raise InputError(f"config key 'train.gc_weight' must be ≥ 0, got {self.gc_weight}")
         if self.crop_size < 0 or self.crop_size % 4:
-            raise InputError(f"config key 'train.crop_size' must be 0 or a positive multiple of 4, got {self.crop_size}")
+            raise InputError(
+                f"config key 'train.crop_size' must be 0 or a positive multiple of 4, got {self.crop_size}"
+            )
         if self.amp not in AMP_MODES:
             raise InputError(f"config key 'train.amp' must be one of {', '.join(AMP_MODES)}, got {self.amp}")
         if self.upsampling not in UPSAMPLING:
-            raise InputError(f"config key 'train.upsampling' must be one of {', '.join(UPSAMPLING)}, got {self.upsampling}")
+            raise InputError(
+                f"config key 'train.upsampling' must be one of {', '.join(UPSAMPLING)}, got {self.upsampling}"
+            )
         if self.crop_size % 2**self.n_downsampling:
-            raise InputError(f"config key 'train.crop_size' ({self.crop_size}) must be a multiple of "
-                             f"2^train.n_downsampling = {2**self.n_downsampling}")
+            raise InputError(
+                f"config key 'train.crop_size' ({self.crop_size}) must be a multiple of "
+                f"2^train.n_downsampling = {2**self.n_downsampling}"
+            )
 
     @classmethod
     def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int) -> TrainSettings:
@@ -149,15 +157,22 @@ class SegmentationSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
-            raise InputError(f"config key 'segmentation.steps'/'segmentation.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}")
+            raise InputError(
+                "config key 'segmentation.steps'/'segmentation.batch_size' must be ≥ 1, "
+                f"got {self.steps}/{self.batch_size}"
+            )
         if self.lr <= 0:
             raise InputError(f"config key 'segmentation.lr' must be > 0, got {self.lr}")
         if self.base < 1 or self.depth < 0:
-            raise InputError(f"config keys 'segmentation.base'/'segmentation.depth' must be ≥ 1/≥ 0, got {self.base}/{self.depth}")
+            raise InputError(
+                f"config keys 'segmentation.base'/'segmentation.depth' must be ≥ 1/≥ 0, got {self.base}/{self.depth}"
+            )
         if self.dice_weight < 0:
             raise InputError(f"config key 'segmentation.dice_weight' must be ≥ 0, got {self.dice_weight}")
         if not 0.0 <= self.min_body_fraction < 1.0:
-            raise InputError(f"config key 'segmentation.min_body_fraction' must be in [0, 1), got {self.min_body_fraction}")
+            raise InputError(
+                f"config key 'segmentation.min_body_fraction' must be in [0, 1), got {self.min_body_fraction}"
+            )
         if self.checkpoint_every < 1:
             raise InputError(f"config key 'segmentation.checkpoint_every' must be ≥ 1, got {self.checkpoint_every}")
         if self.n_classes < 2:
@@ -171,5 +186,5 @@ class SegmentationSettings:
         return cls(seed=seed, n_classes=int(n_classes), **seg)
 
     def digest(self) -> str:
-        """Hash of everything that determines the result (not the time budget, schedule of checkpoints/evaluations or device)."""
+        """Hash of everything that determines the result (not the time budget, checkpoint schedule, device)."""
         return _digest(self)

@@ -31,8 +31,16 @@ import pandas as pd
 
 from .io import InputError
 
-__all__ = ["FoldSplit", "TrainingSet", "check_sizes", "make_folds", "splits_from_config", "splits_table", "statistics_warning",
-           "write_splits"]
+__all__ = [
+    "FoldSplit",
+    "TrainingSet",
+    "check_sizes",
+    "make_folds",
+    "splits_from_config",
+    "splits_table",
+    "statistics_warning",
+    "write_splits",
+]
 
 #: The exact two-sided Wilcoxon signed-rank test on n pairs cannot give p below 2 / 2**n,
 #: which is under 0.05 only from n = 6 pairs on.
@@ -134,9 +142,11 @@ def statistics_warning(folds: list[FoldSplit]) -> str | None:
     n = sum(len(f.test) for f in folds)
     if n >= MIN_PAIRS_FOR_P05:
         return None
-    return (f"only {n} test subject(s) over all folds: a paired Wilcoxon test of {n} pairs cannot reach p < 0.05 "
-            f"(it needs at least {MIN_PAIRS_FOR_P05}); the statistics will not resolve any difference. "
-            "Add subjects (data.phantom.subjects or your cohort).")
+    return (
+        f"only {n} test subject(s) over all folds: a paired Wilcoxon test of {n} pairs cannot reach p < 0.05 "
+        f"(it needs at least {MIN_PAIRS_FOR_P05}); the statistics will not resolve any difference. "
+        "Add subjects (data.phantom.subjects or your cohort)."
+    )
 
 
 def splits_table(folds: list[FoldSplit], sizes: list[int], pairing: str) -> pd.DataFrame:

@@ -154,7 +154,8 @@ def metric_direction(metric: str) -> str:
         return METRIC_DIRECTION[metric]
     except KeyError:
         raise KeyError(
-            f"unknown metric '{metric}': its direction is not known; known metrics: {', '.join(sorted(METRIC_DIRECTION))}"
+            f"unknown metric '{metric}': its direction is not known; "
+            f"known metrics: {', '.join(sorted(METRIC_DIRECTION))}"
         ) from None
 
 
@@ -637,8 +638,12 @@ def to_markdown(
     model_labels = dict(model_labels or {})
 
     sums = [c[: -len("_sum")] for c in summary.columns if c.endswith("_sum")]
-    header = [*(labels.get(c, c) for c in by), *(["n"] if show_n and "n" in summary else []),
-              *(labels.get(m, m) for m in metrics), *(labels.get(c, c.replace("_", " ")) for c in sums)]
+    header = [
+        *(labels.get(c, c) for c in by),
+        *(["n"] if show_n and "n" in summary else []),
+        *(labels.get(m, m) for m in metrics),
+        *(labels.get(c, c.replace("_", " ")) for c in sums),
+    ]
     numeric = [False] * len(by) + [True] * (len(header) - len(by))
     rows = []
     places = {

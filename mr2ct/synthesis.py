@@ -42,7 +42,9 @@ def synthesize_run(
     device: str = "auto",
 ) -> list[Path]:
     """Write ``<out_dir>/<subject>.nii.gz`` for every cache file (named ``<subject>.npz``)."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     generator = load_generator(generator_path, device=str(dev))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,15 @@ from .losses import cycle_loss, gradient_consistency, gradient_consistency_loss,
 from .metrics import mae, mae_boundary
 from .networks import PatchDiscriminator, ResnetGenerator, init_weights
 from .preprocess import PreprocessedSubject, load_preprocessed
-from .resumable import CHECKPOINT_FORMAT, data_identity, load_checkpoint, resume, run_steps, save_checkpoint, write_history
+from .resumable import (
+    CHECKPOINT_FORMAT,
+    data_identity,
+    load_checkpoint,
+    resume,
+    run_steps,
+    save_checkpoint,
+    write_history,
+)
 from .settings import MODELS, TrainSettings
 
 __all__ = [
@@ -81,7 +89,7 @@ def _stack(subjects: Sequence[PreprocessedSubject], key: str, min_fraction: floa
     return torch.from_numpy(np.concatenate(parts)).unsqueeze(1).contiguous()
 
 
-AUGMENT_ZOOM = 0.15   # random isotropic zoom in [1 - z, 1 + z]
+AUGMENT_ZOOM = 0.15  # random isotropic zoom in [1 - z, 1 + z]
 AUGMENT_SHIFT = 0.05  # random translation, fraction of the half field of view
 
 
@@ -107,8 +115,13 @@ def augment_geometry(images: Sequence[torch.Tensor], generator: torch.Generator)
     theta[:, 0, 2] = AUGMENT_SHIFT * (2.0 * u[:, 2] - 1.0)
     theta[:, 1, 2] = AUGMENT_SHIFT * (2.0 * u[:, 3] - 1.0)
     grid = torch.nn.functional.affine_grid(theta, list(images[0].shape), align_corners=False)
-    return [torch.nn.functional.grid_sample(x + 1.0, grid.to(x.device, x.dtype), mode="bilinear",
-                                            padding_mode="zeros", align_corners=False) - 1.0 for x in images]
+    return [
+        torch.nn.functional.grid_sample(
+            x + 1.0, grid.to(x.device, x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        - 1.0
+        for x in images
+    ]
 
 
 def random_crop(images: Sequence[torch.Tensor], size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -123,7 +136,9 @@ def random_crop(images: Sequence[torch.Tensor], size: int, generator: torch.Gene
         return list(images)
     rows = torch.randint(0, height - size + 1, (n,), generator=generator).tolist()
     cols = torch.randint(0, width - size + 1, (n,), generator=generator).tolist()
-    return [torch.stack([x[i, :, r:r + size, c:c + size] for i, (r, c) in enumerate(zip(rows, cols))]) for x in images]
+    return [
+        torch.stack([x[i, :, r : r + size, c : c + size] for i, (r, c) in enumerate(zip(rows, cols))]) for x in images
+    ]
 
 
 class ImagePool:
@@ -193,8 +208,11 @@ class _Run:
         s = settings
 
         def generator() -> torch.nn.Module:
-            return init_weights(ResnetGenerator(1, 1, ngf=s.ngf, n_blocks=s.n_blocks, n_downsampling=s.n_downsampling,
-                                                upsampling=s.upsampling)).to(device)
+            return init_weights(
+                ResnetGenerator(
+                    1, 1, ngf=s.ngf, n_blocks=s.n_blocks, n_downsampling=s.n_downsampling, upsampling=s.upsampling
+                )
+            ).to(device)
 
         def discriminator() -> torch.nn.Module:
             return init_weights(PatchDiscriminator(1, ndf=s.ndf, n_layers=s.n_layers)).to(device)
@@ -333,14 +351,24 @@ class _Run:
         pooled_mr = self.pool_mr.query(fake_mr.detach())
         with self._autocast():
             loss_d = 0.5 * (lsgan_loss(n.d_ct(ct).float(), True) + lsgan_loss(n.d_ct(pooled_ct).float(), False))
-            loss_d = loss_d + 0.5 * (lsgan_loss(n.d_mr(mr).float(), True) + lsgan_loss(n.d_mr(pooled_mr).float(), False))
+            loss_d = loss_d + 0.5 * (
+                lsgan_loss(n.d_mr(mr).float(), True) + lsgan_loss(n.d_mr(pooled_mr).float(), False)
+            )
         loss_d.backward()
         self.opt_d.step()
         lr = self.sched_g.get_last_lr()[0]
         self.sched_g.step()
         self.sched_d.step()
-        return [float(loss_g.detach()), float(adv.detach()), float(cyc.detach()), float(idt.detach()),
-                float(gcl.detach()), float(loss_d.detach()), gc_ct, lr]
+        return [
+            float(loss_g.detach()),
+            float(adv.detach()),
+            float(cyc.detach()),
+            float(idt.detach()),
+            float(gcl.detach()),
+            float(loss_d.detach()),
+            gc_ct,
+            lr,
+        ]
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -365,8 +393,14 @@ def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Mod
     state = load_checkpoint(path)
     if not isinstance(state, dict) or "state_dict" not in state or "ngf" not in state:
         raise InputError(f"{path}: not an mr2ct generator file")
-    net = ResnetGenerator(1, 1, ngf=int(state["ngf"]), n_blocks=int(state["n_blocks"]),
-                          n_downsampling=int(state["n_downsampling"]), upsampling=str(state["upsampling"]))
+    net = ResnetGenerator(
+        1,
+        1,
+        ngf=int(state["ngf"]),
+        n_blocks=int(state["n_blocks"]),
+        n_downsampling=int(state["n_downsampling"]),
+        upsampling=str(state["upsampling"]),
+    )
     net.load_state_dict(state["state_dict"])
     return net.to(device).eval()
 
@@ -376,12 +410,14 @@ def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Mod
 
 
 @torch.inference_mode()
-def predict_ct(generator: torch.nn.Module, mr_slices: np.ndarray, batch_size: int = 16, device: str | torch.device = "cpu") -> np.ndarray:
+def predict_ct(
+    generator: torch.nn.Module, mr_slices: np.ndarray, batch_size: int = 16, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """Apply G_CT slice-wise to normalised MR slices ``(Z, H, W)``; returns normalised CT ``(Z, H, W)``."""
     out = np.empty_like(mr_slices, dtype=np.float32)
     for start in range(0, len(mr_slices), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(mr_slices[start:start + batch_size])).unsqueeze(1).to(device)
-        out[start:start + batch_size] = generator(batch).float().squeeze(1).cpu().numpy()
+        batch = torch.from_numpy(np.ascontiguousarray(mr_slices[start : start + batch_size])).unsqueeze(1).to(device)
+        out[start : start + batch_size] = generator(batch).float().squeeze(1).cpu().numpy()
     return out
 
 
@@ -392,7 +428,9 @@ def _bone(subject: PreprocessedSubject) -> np.ndarray | None:
     return np.isin(subject.labels, (1, 2, 3))
 
 
-def evaluate(generator: torch.nn.Module, subjects: Sequence[PreprocessedSubject], device: torch.device) -> dict[str, float]:
+def evaluate(
+    generator: torch.nn.Module, subjects: Sequence[PreprocessedSubject], device: torch.device
+) -> dict[str, float]:
     """MAE and boundary MAE (HU, at training resolution, in the body) over validation subjects."""
     maes, boundary = [], []
     for subject in subjects:
@@ -442,20 +480,34 @@ def train_run(
     mr_pool = _stack(mr_subjects, "mr", s.min_body_fraction)
     ct_pool = _stack(ct_subjects, "ct", s.min_body_fraction)
     if s.crop_size > min(mr_pool.shape[-2:]):
-        raise InputError(f"config key 'train.crop_size' ({s.crop_size}) exceeds the training slices "
-                         f"({mr_pool.shape[-1]} x {mr_pool.shape[-2]}, preprocess.image_size)")
+        raise InputError(
+            f"config key 'train.crop_size' ({s.crop_size}) exceeds the training slices "
+            f"({mr_pool.shape[-1]} x {mr_pool.shape[-2]}, preprocess.image_size)"
+        )
     if s.model == "reference_supervised" and len(mr_pool) != len(ct_pool):
         raise InputError("reference_supervised needs paired MR and CT caches of the same subjects")
-    log.info("model %s: %d MR slices from %d subject(s), %d CT slices from %d subject(s), %d validation subject(s)",
-             s.model, len(mr_pool), len(mr_subjects), len(ct_pool), len(ct_subjects), len(val_subjects))
+    log.info(
+        "model %s: %d MR slices from %d subject(s), %d CT slices from %d subject(s), %d validation subject(s)",
+        s.model,
+        len(mr_pool),
+        len(mr_subjects),
+        len(ct_pool),
+        len(ct_subjects),
+        len(val_subjects),
+    )
     baseline_hu = float(np.mean([subj.ct_hu(subj.ct)[subj.mask > 0].mean() for subj in ct_subjects]))
 
     run = _Run(s, device)
     checkpoint = out_dir / "checkpoint.pt"
     log.info("precision %s (train.amp: %s, device %s)", run.precision, s.amp, device)
     provenance.note("precision", run.precision)
-    identity = {"format": CHECKPOINT_FORMAT, "kind": s.model, "digest": s.digest(), "precision": run.precision,
-                "data": data_identity(mr=mr_caches, ct=ct_caches, validation=validation_caches)}
+    identity = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": s.model,
+        "digest": s.digest(),
+        "precision": run.precision,
+        "data": data_identity(mr=mr_caches, ct=ct_caches, validation=validation_caches),
+    }
     resume(run, checkpoint, identity)
 
     def validate() -> None:
@@ -464,18 +516,31 @@ def train_run(
         for net in run._modules():
             net.eval()
         scores = evaluate(run.nets.g_ct, val_subjects, device)
-        scores.update(step=run.step, baseline_constant_mae=float(np.mean([
-            mae(v.ct_hu(v.ct), np.full_like(v.ct, baseline_hu), v.mask > 0) for v in val_subjects])))
+        scores.update(
+            step=run.step,
+            baseline_constant_mae=float(
+                np.mean([mae(v.ct_hu(v.ct), np.full_like(v.ct, baseline_hu), v.mask > 0) for v in val_subjects])
+            ),
+        )
         run.validation.append(scores)
         if run.step > 0:
             run.remember_if_best(scores["mae"])
         subject = val_subjects[0]
-        plot_montage(out_dir / "montages" / f"step{run.step:06d}.png", subject, predict_ct(run.nets.g_ct, subject.mr, device=device),
-                     title=f"{s.model}, step {run.step}: validation MAE {scores['mae']:.0f} HU")
+        plot_montage(
+            out_dir / "montages" / f"step{run.step:06d}.png",
+            subject,
+            predict_ct(run.nets.g_ct, subject.mr, device=device),
+            title=f"{s.model}, step {run.step}: validation MAE {scores['mae']:.0f} HU",
+        )
         for net in run._modules():
             net.train()
-        log.info("step %d: validation MAE %.1f HU, boundary MAE %.1f HU (constant baseline %.1f HU)",
-                 run.step, scores["mae"], scores["mae_boundary"], scores["baseline_constant_mae"])
+        log.info(
+            "step %d: validation MAE %.1f HU, boundary MAE %.1f HU (constant baseline %.1f HU)",
+            run.step,
+            scores["mae"],
+            scores["mae_boundary"],
+            scores["baseline_constant_mae"],
+        )
 
     def transform(images: list[torch.Tensor]) -> list[torch.Tensor]:
         if s.augment:
@@ -499,18 +564,43 @@ def train_run(
             mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)
         return mr, ct
 
-    run_steps(run, s, checkpoint, identity, next_batch, validate, desc=f"train {s.model}", progress=progress,
-              postfix={"G": 0, "cyc": 2, "D": 5}, started=started)
+    run_steps(
+        run,
+        s,
+        checkpoint,
+        identity,
+        next_batch,
+        validate,
+        desc=f"train {s.model}",
+        progress=progress,
+        postfix={"G": 0, "cyc": 2, "D": 5},
+        started=started,
+    )
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation)
     plot_losses(out_dir / "loss_curves.png", np.asarray(run.history), LOSS_COLUMNS, run.validation, title=f"{s.model}")
     generator_path = out_dir / "generator.pt"
     selected = run.best_state if run.best_state is not None else run.nets.g_ct.state_dict()
     selected_step = run.best_step if run.best_state is not None else run.step
-    log.info("selected G_CT of step %d (lowest validation MAE)" if run.best_state is not None else "selected the final G_CT (step %d)", selected_step)
-    save_checkpoint(generator_path, {"state_dict": selected, "ngf": s.ngf, "n_blocks": s.n_blocks,
-                                     "n_downsampling": s.n_downsampling, "upsampling": s.upsampling,
-                                     "precision": run.precision, "data": identity["data"],
-                                     "digest": s.digest(), "model": s.model, "steps": s.steps, "selected_step": selected_step})
+    log.info(
+        "selected G_CT of step %d (lowest validation MAE)"
+        if run.best_state is not None
+        else "selected the final G_CT (step %d)",
+        selected_step,
+    )
+    save_checkpoint(
+        generator_path,
+        {
+            "state_dict": selected,
+            "ngf": s.ngf,
+            "n_blocks": s.n_blocks,
+            "n_downsampling": s.n_downsampling,
+            "upsampling": s.upsampling,
+            "precision": run.precision,
+            "data": identity["data"],
+            "digest": s.digest(),
+            "model": s.model,
+            "steps": s.steps,
+            "selected_step": selected_step,
+        },
+    )
     return generator_path
-
-

@@ -5,12 +5,10 @@ import re
 import sys
 from pathlib import Path
 
-# Jobs (local, conda envs, SLURM) import the package from the workflow folder;
-# a pip-installed mr2ct in the active environment works the same.
-_BASEDIR = str(Path(workflow.basedir))
-if _BASEDIR not in sys.path:
-    sys.path.insert(0, _BASEDIR)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_BASEDIR, os.environ.get("PYTHONPATH")) if p)
+# The workflow imports the package from its own folder; jobs do the same through
+# workflow_scripts/_package.py (local, conda envs, SLURM alike).
+if workflow.basedir not in sys.path:
+    sys.path.insert(0, workflow.basedir)
 
 from snakemake.settings.types import ExecMode
 
@@ -137,13 +135,16 @@ def reference_training_files(wildcards):
 
 def all_runs_files(stage, suffix):
     return [
-        f"{RESULTS}/{stage}/{size}/{model}/fold{fold}{suffix}" for size in SIZES for model in MODELS for fold in FOLD_IDS
+        f"{RESULTS}/{stage}/{size}/{model}/fold{fold}{suffix}"
+        for size in SIZES
+        for model in MODELS
+        for fold in FOLD_IDS
     ]
 
 
 def all_runs(stage, filename=""):
     return [
-        run_path(stage, size=size, model=model, fold=fold) + (f"/{filename}" if filename else "")
+        os.path.join(run_path(stage, size=size, model=model, fold=fold), filename)
         for size in SIZES
         for model in MODELS
         for fold in FOLD_IDS
@@ -152,9 +153,22 @@ def all_runs(stage, filename=""):
 
 QUALITATIVE_MODELS = [m for m in ("cyclegan", "cyclegan_gc", "reference_supervised") if m in MODELS]
 TABLE_FIGURES = [
-    "mae_vs_training_size", "psnr_vs_training_size", "ssim_vs_training_size", "boundary_mae_vs_training_size",
-    "training_curves", *(["dice_by_structure", "surface_distance_by_structure"] if LABELLED else []),
+    "mae_vs_training_size",
+    "psnr_vs_training_size",
+    "ssim_vs_training_size",
+    "boundary_mae_vs_training_size",
+    "training_curves",
+    *(["dice_by_structure", "surface_distance_by_structure"] if LABELLED else []),
 ]
+
+
+FIGURES = f"{RESULTS}/figures"
+SEGMENTATION_TABLE = [f"{RESULTS}/tables/segmentation_metrics.csv"] if LABELLED else []
+
+
+def figure(stem, caption):
+    """A figure's PNG, shown in the Snakemake report with its caption (report/<caption>.rst)."""
+    return report(f"{FIGURES}/{stem}.png", caption=f"../report/{caption}.rst", category="Figures")
 
 
 def qualitative_inputs(wildcards):

@@ -8,21 +8,21 @@ if COHORT.generated:
             ct=f"{RESULTS}/cohort/{{subject}}/ct.nii.gz",
             mask=f"{RESULTS}/cohort/{{subject}}/mask.nii.gz",
             labels=f"{RESULTS}/cohort/{{subject}}/labels.nii.gz",
+        log:
+            f"{LOGS}/phantom/{{subject}}.log",
+        benchmark:
+            f"{BENCH}/phantom/{{subject}}.tsv"
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=1500,
+            runtime=10,
         params:
             seed=config["seed"],
             index=lambda wc: SUBJECTS.index(wc.subject),
             matrix=config["data"]["phantom"]["matrix"],
             spacing=config["data"]["phantom"]["spacing"],
-        log:
-            f"{LOGS}/phantom/{{subject}}.log",
-        benchmark:
-            f"{BENCH}/phantom/{{subject}}.tsv"
-        threads: 1
-        resources:
-            mem_mb=1500,
-            runtime=10,
-        conda:
-            "../envs/data.yaml"
         script:
             "../workflow_scripts/phantom_subject.py"
 
@@ -30,19 +30,19 @@ if COHORT.generated:
         output:
             subjects=f"{RESULTS}/cohort/subjects.tsv",
             labels=f"{RESULTS}/cohort/labels.tsv",
-        params:
-            seed=config["seed"],
-            n_subjects=len(SUBJECTS),
         log:
             f"{LOGS}/phantom/tables.log",
         benchmark:
             f"{BENCH}/phantom/tables.tsv"
+        conda:
+            "../envs/data.yaml"
         threads: 1
         resources:
             mem_mb=500,
             runtime=5,
-        conda:
-            "../envs/data.yaml"
+        params:
+            seed=config["seed"],
+            n_subjects=len(SUBJECTS),
         script:
             "../workflow_scripts/phantom_tables.py"
 
@@ -54,18 +54,18 @@ rule validate_cohort:
         cohort_files,
     output:
         f"{RESULTS}/cohort/validation.tsv",
-    params:
-        tolerance_mm=config["data"]["geometry_tolerance_mm"],
     log:
         f"{LOGS}/validate_cohort.log",
     benchmark:
         f"{BENCH}/validate_cohort.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../envs/data.yaml"
+    params:
+        tolerance_mm=config["data"]["geometry_tolerance_mm"],
     script:
         "../workflow_scripts/validate_cohort.py"
 
@@ -75,18 +75,18 @@ rule preprocess:
         unpack(subject_files),
     output:
         f"{RESULTS}/preprocessed/{{subject}}.npz",
-    params:
-        preprocess=config["preprocess"],
     log:
         f"{LOGS}/preprocess/{{subject}}.log",
     benchmark:
         f"{BENCH}/preprocess/{{subject}}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        preprocess=config["preprocess"],
     script:
         "../workflow_scripts/preprocess.py"
 
@@ -94,17 +94,17 @@ rule preprocess:
 rule splits:
     output:
         f"{RESULTS}/splits/splits.tsv",
-    params:
-        subjects=SUBJECTS,
     log:
         f"{LOGS}/splits.log",
     benchmark:
         f"{BENCH}/splits.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../envs/data.yaml"
+    params:
+        subjects=SUBJECTS,
     script:
         "../workflow_scripts/splits.py"

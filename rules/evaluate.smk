@@ -7,19 +7,19 @@ rule synthesis_metrics:
         reference=test_files,
     output:
         f"{RESULTS}/metrics/synthesis/{{size}}/{{model}}/fold{{fold}}.csv",
-    params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
     log:
         f"{LOGS}/synthesis_metrics/{{size}}/{{model}}/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/synthesis_metrics/{{size}}/{{model}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        "../envs/data.yaml"
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     script:
         "../workflow_scripts/synthesis_metrics.py"
 
@@ -30,19 +30,19 @@ rule reference_metrics:
         training=reference_training_files,
     output:
         f"{RESULTS}/metrics/synthesis/{{size}}/references/fold{{fold}}.csv",
-    params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
     log:
         f"{LOGS}/reference_metrics/{{size}}/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/reference_metrics/{{size}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../envs/data.yaml"
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     script:
         "../workflow_scripts/reference_metrics.py"
 
@@ -61,11 +61,11 @@ rule synthesis_table:
         f"{LOGS}/synthesis_table.log",
     benchmark:
         f"{BENCH}/synthesis_table.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/concat_table.py"

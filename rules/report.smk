@@ -1,13 +1,5 @@
 # Statistics, summaries and every figure of the paper (PNG + PDF), wrapped for `snakemake --report`.
 
-FIGURES = f"{RESULTS}/figures"
-SEGMENTATION_TABLE = [f"{RESULTS}/tables/segmentation_metrics.csv"] if LABELLED else []
-
-
-def figure(stem, caption):
-    return report(f"{FIGURES}/{stem}.png", caption=f"../report/{caption}.rst", category="Figures")
-
-
 rule statistics:
     input:
         synthesis=f"{RESULTS}/tables/synthesis_metrics.csv",
@@ -16,18 +8,18 @@ rule statistics:
         statistics=report(f"{RESULTS}/tables/statistics.csv", caption="../report/statistics.rst", category="Tables"),
         summary=report(f"{RESULTS}/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
         markdown=f"{RESULTS}/tables/summary.md",
-    params:
-        seed=config["seed"],
     log:
         f"{LOGS}/statistics.log",
     benchmark:
         f"{BENCH}/statistics.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        seed=config["seed"],
     script:
         "../workflow_scripts/statistics.py"
 
@@ -36,7 +28,7 @@ rule figures:
     input:
         synthesis=f"{RESULTS}/tables/synthesis_metrics.csv",
         segmentation=SEGMENTATION_TABLE,
-        losses=all_runs_files("models", "/losses.tsv"),
+        losses=all_runs("models", "losses.tsv"),
     output:
         mae=figure("mae_vs_training_size", "mae_vs_size"),
         psnr=figure("psnr_vs_training_size", "psnr_vs_size"),
@@ -46,18 +38,18 @@ rule figures:
         dice=figure("dice_by_structure", "dice_by_structure") if LABELLED else [],
         surface=figure("surface_distance_by_structure", "surface_distance_by_structure") if LABELLED else [],
         pdfs=expand(f"{FIGURES}/{{stem}}.pdf", stem=TABLE_FIGURES),
-    params:
-        seed=config["seed"],
     log:
         f"{LOGS}/figures.log",
     benchmark:
         f"{BENCH}/figures.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        seed=config["seed"],
     script:
         "../workflow_scripts/figures.py"
 
@@ -69,19 +61,19 @@ rule qualitative_figure:
     output:
         png=figure("qualitative_hip", "qualitative"),
         pdf=f"{FIGURES}/qualitative_hip.pdf",
-    params:
-        models=QUALITATIVE_MODELS,
-        design=DESIGN_PARAMS,
     log:
         f"{LOGS}/qualitative_figure.log",
     benchmark:
         f"{BENCH}/qualitative_figure.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        models=QUALITATIVE_MODELS,
+        design=DESIGN_PARAMS,
     script:
         "../workflow_scripts/qualitative_figure.py"
 
@@ -90,16 +82,20 @@ rule provenance_summary:
     input:
         [f for f in get_final_output() if not f.endswith("provenance_summary.csv")],
     output:
-        report(f"{RESULTS}/tables/provenance_summary.csv", caption="../report/provenance_summary.rst", category="Provenance"),
+        report(
+            f"{RESULTS}/tables/provenance_summary.csv",
+            caption="../report/provenance_summary.rst",
+            category="Provenance",
+        ),
     log:
         f"{LOGS}/provenance_summary.log",
     benchmark:
         f"{BENCH}/provenance_summary.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/provenance_summary.py"

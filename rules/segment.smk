@@ -8,18 +8,18 @@ rule train_segmentation:
     output:
         model=f"{RESULTS}/segmenter/fold{{fold}}/model.pt",
         losses=f"{RESULTS}/segmenter/fold{{fold}}/losses.tsv",
-    params:
-        settings=segmentation_settings,
     log:
         f"{LOGS}/train_segmentation/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/train_segmentation/fold{{fold}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: config["segmentation"]["threads"]
     resources:
         mem_mb=3000,
         runtime=60,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        settings=segmentation_settings,
     script:
         "../workflow_scripts/train_segmentation.py"
 
@@ -31,19 +31,19 @@ rule segment_real_ct:
         caches=test_caches,
     output:
         directory(f"{RESULTS}/labels/real_ct/fold{{fold}}"),
-    params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
     log:
         f"{LOGS}/segment/real_ct/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/segment/real_ct/fold{{fold}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     script:
         "../workflow_scripts/segment.py"
 
@@ -55,19 +55,19 @@ rule segment_synthetic_ct:
         caches=test_caches,
     output:
         directory(run_path("labels")),
-    params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
     log:
         f"{LOGS}/segment/{{size}}/{{model}}/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/segment/{{size}}/{{model}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     script:
         "../workflow_scripts/segment.py"
 
@@ -78,19 +78,19 @@ rule segmentation_metrics_real_ct:
         reference=test_files,
     output:
         f"{RESULTS}/metrics/segmentation/real_ct/fold{{fold}}.csv",
-    params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
     log:
         f"{LOGS}/segmentation_metrics/real_ct/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/segmentation_metrics/real_ct/fold{{fold}}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        "../envs/data.yaml"
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     script:
         "../workflow_scripts/segmentation_metrics.py"
 
@@ -101,19 +101,19 @@ rule segmentation_metrics_synthetic_ct:
         reference=test_files,
     output:
         f"{RESULTS}/metrics/segmentation/{{size}}/{{model}}/fold{{fold}}.csv",
-    params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
     log:
         f"{LOGS}/segmentation_metrics/{{size}}/{{model}}/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/segmentation_metrics/{{size}}/{{model}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        "../envs/data.yaml"
+    params:
+        design=DESIGN_PARAMS,
+        evaluation=config["evaluation"],
     script:
         "../workflow_scripts/segmentation_metrics.py"
 
@@ -132,11 +132,11 @@ rule segmentation_table:
         f"{LOGS}/segmentation_table.log",
     benchmark:
         f"{BENCH}/segmentation_table.tsv"
+    conda:
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/data.yaml"
     script:
         "../workflow_scripts/concat_table.py"

@@ -8,18 +8,18 @@ rule train:
         generator=f"{run_path('models')}/generator.pt",
         losses=f"{run_path('models')}/losses.tsv",
         curves=f"{run_path('models')}/loss_curves.png",
-    params:
-        settings=train_settings,
     log:
         f"{LOGS}/train/{{size}}/{{model}}/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/train/{{size}}/{{model}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
         mem_mb=3000,
         runtime=120,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        settings=train_settings,
     script:
         "../workflow_scripts/train.py"
 
@@ -34,11 +34,11 @@ rule synthesize:
         f"{LOGS}/synthesize/{{size}}/{{model}}/fold{{fold}}.log",
     benchmark:
         f"{BENCH}/synthesize/{{size}}/{{model}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow_scripts/synthesize.py"

@@ -73,7 +73,10 @@ def ensure_installed(timeout: float = 600) -> None:
 
 
 def _apt_install(env: dict[str, str], timeout: float) -> None:
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]):
+    for cmd in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
+    ):
         try:
             result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -109,7 +112,11 @@ class SlurmCluster:
         # SLURM_CONF for the client commands; the wrappers in bin/ also carry it, because the
         # jobstep executor drops every SLURM_* variable before its `srun` inside a job (on a real
         # cluster srun reads /etc/slurm/slurm.conf instead).
-        self.env = {**os.environ, "SLURM_CONF": str(self.conf), "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.env = {
+            **os.environ,
+            "SLURM_CONF": str(self.conf),
+            "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         for var in list(self.env):  # never inherit an outer allocation
             if var.startswith(("SLURM_JOB", "SLURM_STEP", "SBATCH_", "SRUN_")):
                 self.env.pop(var)
@@ -136,12 +143,12 @@ CredType=cred/munge
 AuthInfo=socket={self.socket}
 SlurmUser=root
 SlurmdUser=root
-StateSaveLocation={self.root / 'state'}
-SlurmdSpoolDir={self.root / 'spool'}
-SlurmctldPidFile={self.root / 'slurmctld.pid'}
-SlurmdPidFile={self.root / 'slurmd.pid'}
-SlurmctldLogFile={self.root / 'log' / 'slurmctld.log'}
-SlurmdLogFile={self.root / 'log' / 'slurmd.log'}
+StateSaveLocation={self.root / "state"}
+SlurmdSpoolDir={self.root / "spool"}
+SlurmctldPidFile={self.root / "slurmctld.pid"}
+SlurmdPidFile={self.root / "slurmd.pid"}
+SlurmctldLogFile={self.root / "log" / "slurmctld.log"}
+SlurmdLogFile={self.root / "log" / "slurmd.log"}
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -173,8 +180,9 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
     # -- processes
     def _spawn(self, name: str, cmd: list[str]) -> None:
         out = open(self.root / "log" / f"{name}.out", "wb")
-        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True, preexec_fn=_die_with_parent)
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         out.close()
 
     def _check_alive(self) -> None:
@@ -207,15 +215,26 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
     def _start(self, timeout: float) -> None:
         self.write_config()
         munged = _find("munged")
-        self._spawn("munged", [munged, "--foreground", "--force", f"--socket={self.socket}",
-                               f"--key-file={self.root / 'munge' / 'munge.key'}",
-                               f"--pid-file={self.root / 'munge' / 'munged.pid'}",
-                               f"--seed-file={self.root / 'munge' / 'munged.seed'}",
-                               f"--log-file={self.root / 'log' / 'munged.log'}"])
+        self._spawn(
+            "munged",
+            [
+                munged,
+                "--foreground",
+                "--force",
+                f"--socket={self.socket}",
+                f"--key-file={self.root / 'munge' / 'munge.key'}",
+                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+                f"--log-file={self.root / 'log' / 'munged.log'}",
+            ],
+        )
         self._wait(lambda: self.socket.exists(), 15, "munged did not create its socket")
         self._spawn("slurmctld", [_find("slurmctld"), "-D", "-f", str(self.conf)])
-        self._wait(lambda: self.run("scontrol", "ping", check=False).stdout.count("UP") > 0, 30,
-                   "slurmctld does not answer `scontrol ping`")
+        self._wait(
+            lambda: self.run("scontrol", "ping", check=False).stdout.count("UP") > 0,
+            30,
+            "slurmctld does not answer `scontrol ping`",
+        )
         self._spawn("slurmd", [_find("slurmd"), "-D", "-f", str(self.conf), "-N", self.node])
         self._wait(lambda: self.node_state() == "idle", timeout, "the node did not become idle")
 

@@ -45,14 +45,19 @@ def test_cli_overlays_apply_in_order(tmp_path, monkeypatch, capsys):
 
 
 def test_defaults_are_filled_from_the_schema():
-    config = validate_config({"seed": 1, "data": {"source": "phantom"}, "preprocess": {}, "splits": {}, "models": ["cyclegan"]})
+    config = validate_config(
+        {"seed": 1, "data": {"source": "phantom"}, "preprocess": {}, "splits": {}, "models": ["cyclegan"]}
+    )
     assert config["splits"]["pairing"] == "disjoint"
     assert config["data"]["phantom"]["subjects"] == 12
 
 
 def test_every_problem_is_listed_with_its_key(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("seed: -1\ndata: {source: phantom, phantom: {subjects: two}}\npreprocess: {image_size: 30}\nsplits: {}\nmodels: [cyclegan]\n")
+    path.write_text(
+        "seed: -1\ndata: {source: phantom, phantom: {subjects: two}}\npreprocess: {image_size: 30}\n"
+        "splits: {}\nmodels: [cyclegan]\n"
+    )
     with pytest.raises(InputError) as err:
         load_config(path)
     text = str(err.value)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from mr2ct.cohort import SubjectFiles
-from mr2ct.evaluation import bone_mask, concat_parts, reference_predictions, segmentation_rows, synthesis_rows, write_table
+from mr2ct.evaluation import (
+    bone_mask,
+    concat_parts,
+    reference_predictions,
+    segmentation_rows,
+    synthesis_rows,
+    write_table,
+)
 from mr2ct.io import Volume, read_volume, write_volume
 from mr2ct.metrics import mae
 from mr2ct.phantom import LABELS
@@ -38,7 +45,9 @@ def test_perfect_synthesis_scores_zero_error(subjects, tmp_path):
 
 def test_reference_predictions(subjects, caches):
     test, train_mr, train_ct = subjects[:2], subjects[2:3], subjects[3:4]
-    table = reference_predictions(test, caches[:2], list(zip(train_mr, caches[2:3])), train_ct, 2, 0, LABELS, band_mm=4.0)
+    table = reference_predictions(
+        test, caches[:2], list(zip(train_mr, caches[2:3])), train_ct, 2, 0, LABELS, band_mm=4.0
+    )
     assert sorted(set(table["model"])) == ["baseline_constant", "baseline_histmatch", "reference_resampled"]
     # the constant baseline is the training CT's mean body HU, everywhere in the body
     ct_train = read_volume(train_ct[0].ct).data[read_volume(train_ct[0].mask).data > 0]

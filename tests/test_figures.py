@@ -15,8 +15,14 @@ SIZES = (2, 4, 6)
 FOLDS = 2
 SUBJECTS = 3
 STRUCTURES = ("pelvis", "femur_left", "gluteus_maximus_right", "bladder")
-SYNTHESIS_MODELS = ("cyclegan", "cyclegan_gc", "reference_supervised", "baseline_constant",
-                    "baseline_histmatch", "reference_resampled")
+SYNTHESIS_MODELS = (
+    "cyclegan",
+    "cyclegan_gc",
+    "reference_supervised",
+    "baseline_constant",
+    "baseline_histmatch",
+    "reference_resampled",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +39,18 @@ def make_synthesis(seed: int = 0) -> pd.DataFrame:
             for fold in range(FOLDS):
                 for s in range(SUBJECTS):
                     mae = rng.uniform(40, 200)
-                    rows.append({"size": size, "model": model, "fold": fold, "subject": f"f{fold}s{s}", "mae": mae,
-                                 "psnr": 40 - mae / 10, "ssim": rng.uniform(0.5, 0.9), "mae_boundary": 2 * mae})
+                    rows.append(
+                        {
+                            "size": size,
+                            "model": model,
+                            "fold": fold,
+                            "subject": f"f{fold}s{s}",
+                            "mae": mae,
+                            "psnr": 40 - mae / 10,
+                            "ssim": rng.uniform(0.5, 0.9),
+                            "mae_boundary": 2 * mae,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -48,9 +64,19 @@ def make_segmentation(seed: int = 0) -> pd.DataFrame:
             for size, model, source in runs:
                 for structure in STRUCTURES:
                     dice = rng.uniform(0.4, 1.0)
-                    rows.append({"size": size, "model": model, "fold": fold, "subject": f"f{fold}s{s}",
-                                 "source": source, "structure": structure, "dice": dice,
-                                 "assd_mm": (1 - dice) * 10, "hd95_mm": (1 - dice) * 30})
+                    rows.append(
+                        {
+                            "size": size,
+                            "model": model,
+                            "fold": fold,
+                            "subject": f"f{fold}s{s}",
+                            "source": source,
+                            "structure": structure,
+                            "dice": dice,
+                            "assd_mm": (1 - dice) * 10,
+                            "hd95_mm": (1 - dice) * 30,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -61,12 +87,19 @@ def make_losses(seed: int = 0, steps: int = 60) -> dict:
         for model in ("cyclegan", "cyclegan_gc"):
             for fold in range(FOLDS):
                 step = np.arange(1, steps + 1)
-                tables[(size, model, fold)] = pd.DataFrame({
-                    "step": step, "loss_g": 10 * np.exp(-step / 20) + rng.normal(0, 0.3, steps) + 3,
-                    "adv": rng.uniform(0.5, 1.5, steps), "cycle": np.exp(-step / 30) + 0.1, "identity": 0.0,
-                    "gc_loss": 0.5 + 0.3 * np.exp(-step / 25), "loss_d": rng.uniform(0.3, 0.6, steps),
-                    "gc_mr_to_ct": rng.uniform(0.2, 0.6, steps), "lr": 2e-4,
-                })
+                tables[(size, model, fold)] = pd.DataFrame(
+                    {
+                        "step": step,
+                        "loss_g": 10 * np.exp(-step / 20) + rng.normal(0, 0.3, steps) + 3,
+                        "adv": rng.uniform(0.5, 1.5, steps),
+                        "cycle": np.exp(-step / 30) + 0.1,
+                        "identity": 0.0,
+                        "gc_loss": 0.5 + 0.3 * np.exp(-step / 25),
+                        "loss_d": rng.uniform(0.3, 0.6, steps),
+                        "gc_mr_to_ct": rng.uniform(0.2, 0.6, steps),
+                        "lr": 2e-4,
+                    }
+                )
     return tables
 
 
@@ -156,8 +189,13 @@ def test_read_loss_tables(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "pretty"),
-    [("gluteus_maximus_right", "gluteus maximus R"), ("femur_left", "femur L"), ("pelvis", "pelvis"),
-     ("obturator_internus_left", "obturator internus L"), ("bladder", "bladder")],
+    [
+        ("gluteus_maximus_right", "gluteus maximus R"),
+        ("femur_left", "femur L"),
+        ("pelvis", "pelvis"),
+        ("obturator_internus_left", "obturator internus L"),
+        ("bladder", "bladder"),
+    ],
 )
 def test_pretty_structure(name, pretty):
     assert F.pretty_structure(name) == pretty

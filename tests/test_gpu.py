@@ -9,15 +9,26 @@ from mr2ct.training import TrainSettings, _Run
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine (CPU-only torch build or no GPU)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA device on this machine (CPU-only torch build or no GPU)"
+    ),
 ]
 
 
 @pytest.mark.parametrize("amp", ["none", "bf16"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_training_steps_on_gpu_give_finite_losses(amp, channels_last):
-    settings = TrainSettings(model="cyclegan_gc", gc_weight=5.0, ngf=8, n_blocks=2, ndf=8, batch_size=2, amp=amp,
-                             channels_last=channels_last, device="cuda")
+    settings = TrainSettings(
+        model="cyclegan_gc",
+        gc_weight=5.0,
+        ngf=8,
+        n_blocks=2,
+        ndf=8,
+        batch_size=2,
+        amp=amp,
+        channels_last=channels_last,
+        device="cuda",
+    )
     run = _Run(settings, torch.device("cuda"))
     mr = torch.rand(2, 1, 32, 32, device="cuda") * 2 - 1
     ct = torch.rand(2, 1, 32, 32, device="cuda") * 2 - 1

@@ -55,7 +55,11 @@ def phantom_results(tmp_path_factory) -> Path:
     """A results folder holding a 3-subject phantom cohort in ``cohort/``; read-only."""
     results = tmp_path_factory.mktemp("ingestion") / "results"
     write_cohort(
-        results / "cohort", n_subjects=3, seed=SEED, settings=PhantomSettings(matrix=MATRIX, spacing=SPACING), progress=False
+        results / "cohort",
+        n_subjects=3,
+        seed=SEED,
+        settings=PhantomSettings(matrix=MATRIX, spacing=SPACING),
+        progress=False,
     )
     return results
 
@@ -90,7 +94,9 @@ def synthrad_config(root: Path, labels_table: Path | None | str = "default", **d
     if labels_table == "default":
         labels_table = root.parent / "labels.tsv"
     return validate_config(
-        base_config(source="synthrad", synthrad_dir=str(root), labels_table=str(labels_table) if labels_table else None, **data)
+        base_config(
+            source="synthrad", synthrad_dir=str(root), labels_table=str(labels_table) if labels_table else None, **data
+        )
     )
 
 
@@ -110,7 +116,9 @@ def sheet_rows(prefix: str = "") -> list[dict]:
     return [{"subject": s, **{m: f"{prefix}{s}/{m}.nii.gz" for m in MODALITIES}} for s in SUBJECTS]
 
 
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope: float | None = None, inter: float | None = None) -> Path:
+def write_nifti(
+    path: Path, data: np.ndarray, affine: np.ndarray, slope: float | None = None, inter: float | None = None
+) -> Path:
     """Write with nibabel directly (sform and qform set, optional raw scale factors)."""
     image = nib.Nifti1Image(np.asarray(data), affine)
     image.set_sform(affine, code=1)
@@ -147,7 +155,9 @@ def expect_report_failure(config: dict, tmp_path: Path, *fragments: str, results
     report_dir.mkdir(exist_ok=True)
     out = report_dir / "validation.tsv"
     with pytest.raises(InputError) as info:
-        write_validation_report(config, out, config["data"]["geometry_tolerance_mm"], results=str(results or tmp_path / "results"))
+        write_validation_report(
+            config, out, config["data"]["geometry_tolerance_mm"], results=str(results or tmp_path / "results")
+        )
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in error message:\n{message}"
@@ -158,7 +168,9 @@ def expect_report_failure(config: dict, tmp_path: Path, *fragments: str, results
 
 def report(config: dict, tmp_path: Path, results: Path | None = None) -> pd.DataFrame:
     out = tmp_path / "report" / "validation.tsv"
-    write_validation_report(config, out, config["data"]["geometry_tolerance_mm"], results=str(results or tmp_path / "results"))
+    write_validation_report(
+        config, out, config["data"]["geometry_tolerance_mm"], results=str(results or tmp_path / "results")
+    )
     return pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
 
 
@@ -172,7 +184,9 @@ def lps(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- #
 # 1. every source gives the same validated cohort
 # --------------------------------------------------------------------------- #
-def test_phantom_synthrad_and_sheet_sources_give_the_same_validated_cohort(tmp_path, phantom_results, synthrad, cohort_dir):
+def test_phantom_synthrad_and_sheet_sources_give_the_same_validated_cohort(
+    tmp_path, phantom_results, synthrad, cohort_dir
+):
     phantom = validate_config(base_config(source="phantom"))
     phantom_cohort = cohort_from_config(phantom, phantom_results)
     assert phantom_cohort.generated and phantom_cohort.ids == SUBJECTS
@@ -193,7 +207,11 @@ def test_phantom_synthrad_and_sheet_sources_give_the_same_validated_cohort(tmp_p
 
     tables = {}
     reports = {}
-    for name, config, results in (("phantom", phantom, phantom_results), ("synthrad", synth, None), ("sheet", sheet_cfg, None)):
+    for name, config, results in (
+        ("phantom", phantom, phantom_results),
+        ("synthrad", synth, None),
+        ("sheet", sheet_cfg, None),
+    ):
         out = tmp_path / "reports" / f"{name}.tsv"
         write_validation_report(config, out, 0.01, results=str(results or tmp_path / "results"))
         reports[name] = out.read_bytes()
@@ -234,7 +252,11 @@ def test_unlabelled_cohort_needs_no_label_table(tmp_path, synthrad):
 
 def test_cli_validate_accepts_a_good_cohort(tmp_path, synthrad, capsys):
     config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(base_config(source="synthrad", synthrad_dir=str(synthrad), labels_table=str(tmp_path / "labels.tsv"))))
+    config_file.write_text(
+        yaml.safe_dump(
+            base_config(source="synthrad", synthrad_dir=str(synthrad), labels_table=str(tmp_path / "labels.tsv"))
+        )
+    )
     assert cli_main(["validate", "--config", str(config_file), "--results", str(tmp_path / "results")]) == 0
     captured = capsys.readouterr()
     assert "3 subject(s) valid" in captured.out
@@ -416,7 +438,9 @@ def test_unreadable_or_non_nifti_file(tmp_path, synthrad, kind):
     path.write_bytes(BAD_PAYLOADS[kind](path.read_bytes()))
     with pytest.raises(InputError, match="not a readable NIfTI image"):
         read_volume(path)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "not a readable NIfTI image")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "not a readable NIfTI image"
+    )
 
 
 def test_truncated_nifti(tmp_path, synthrad):
@@ -425,7 +449,9 @@ def test_truncated_nifti(tmp_path, synthrad):
     path.write_bytes(payload[: len(payload) // 2])
     with pytest.raises(InputError, match="cannot read voxel data"):
         read_volume(path)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom001'", str(path), "cannot read voxel data")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom001'", str(path), "cannot read voxel data"
+    )
 
 
 # --- dimensionality --------------------------------------------------------- #
@@ -433,7 +459,9 @@ def test_2d_image(tmp_path, synthrad):
     path = synthrad / "phantom001" / "ct.nii.gz"
     hu, affine = load_disk(path)
     write_nifti(path, hu[:, :, hu.shape[2] // 2].astype(np.int16), affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom001'", str(path), "expected a 3D image", "(112, 80)")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom001'", str(path), "expected a 3D image", "(112, 80)"
+    )
 
 
 def test_4d_image_with_two_volumes(tmp_path, synthrad):
@@ -441,7 +469,12 @@ def test_4d_image_with_two_volumes(tmp_path, synthrad):
     mr, affine = load_disk(path)
     write_nifti(path, np.stack([mr, mr], axis=-1).astype(np.int16), affine)
     expect_report_failure(
-        synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "expected a 3D image", f"{(*mr.shape, 2)}"
+        synthrad_config(synthrad),
+        tmp_path,
+        "subject 'phantom002'",
+        str(path),
+        "expected a 3D image",
+        f"{(*mr.shape, 2)}",
     )
 
 
@@ -458,14 +491,18 @@ def test_mr_ct_shape_mismatch(tmp_path, synthrad):
     path = synthrad / "phantom003" / "mr.nii.gz"
     mr, affine = load_disk(path)
     write_nifti(path, mr[:, :, :-2].astype(np.int16), affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path), "shape", "differs from the CT's")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path), "shape", "differs from the CT's"
+    )
 
 
 def test_mask_larger_than_the_image(tmp_path, synthrad):
     path = synthrad / "phantom002" / "mask.nii.gz"
     mask, affine = load_disk(path)
     write_nifti(path, np.pad(mask, ((0, 8), (0, 8), (0, 0))).astype(np.uint8), affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "shape", "differs from the CT's")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "shape", "differs from the CT's"
+    )
 
 
 def test_spacing_mismatch(tmp_path, synthrad):
@@ -515,7 +552,9 @@ def test_nan_voxels(tmp_path, synthrad):
     mr = mr.astype(np.float32)
     mr[10, 20, 5] = np.nan
     write_nifti(path, mr, affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom001'", str(path), "1 voxel(s) are NaN or infinite")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom001'", str(path), "1 voxel(s) are NaN or infinite"
+    )
 
 
 def test_inf_voxels(tmp_path, synthrad):
@@ -525,7 +564,9 @@ def test_inf_voxels(tmp_path, synthrad):
     ct[0, 0, :3] = np.inf
     ct[1, 1, 1] = -np.inf
     write_nifti(path, ct, affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "4 voxel(s) are NaN or infinite")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "4 voxel(s) are NaN or infinite"
+    )
 
 
 def test_ct_not_in_hounsfield_units(tmp_path, synthrad):
@@ -558,8 +599,9 @@ def test_mask_that_is_not_a_body_mask(tmp_path, synthrad):
     path = synthrad / "phantom002" / "mask.nii.gz"
     mask, affine = load_disk(path)
     write_nifti(path, np.ones_like(mask, dtype=np.uint8), affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "not a body mask",
-                          "are air in the CT")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom002'", str(path), "not a body mask", "are air in the CT"
+    )
 
 
 @pytest.mark.parametrize("modality", ["mr", "ct"])
@@ -568,8 +610,14 @@ def test_volume_without_information(tmp_path, synthrad, modality):
     path = synthrad / "phantom001" / f"{modality}.nii.gz"
     data, affine = load_disk(path)
     write_nifti(path, np.zeros_like(data, dtype=np.int16), affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom001'", str(path),
-                          "carries no information", "every voxel is 0")
+    expect_report_failure(
+        synthrad_config(synthrad),
+        tmp_path,
+        "subject 'phantom001'",
+        str(path),
+        "carries no information",
+        "every voxel is 0",
+    )
 
 
 def test_mr_constant_inside_the_body(tmp_path, synthrad):
@@ -578,8 +626,9 @@ def test_mr_constant_inside_the_body(tmp_path, synthrad):
     mask, _ = load_disk(synthrad / "phantom003" / "mask.nii.gz")
     data[mask > 0] = 100.0
     write_nifti(path, data.astype(np.float32), affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path),
-                          "no information inside the body mask")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path), "no information inside the body mask"
+    )
 
 
 def test_label_ids_missing_from_the_volume_table(tmp_path, synthrad):
@@ -587,7 +636,9 @@ def test_label_ids_missing_from_the_volume_table(tmp_path, synthrad):
     labels, affine = load_disk(path)
     labels[labels == 12] = 42
     write_nifti(path, labels.astype(np.uint8), affine)
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path), "[42]", "not in the label table")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path), "[42]", "not in the label table"
+    )
 
 
 def test_label_table_lacking_an_id_present_in_the_volumes(tmp_path, synthrad):
@@ -622,7 +673,10 @@ def test_duplicate_subject_ids_in_a_sheet(tmp_path, sheet_dir, cohort_dir, dupli
     with pytest.raises(InputError, match="duplicate subject id"):
         read_sheet(sheet)
     expect_report_failure(
-        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, str(sheet), "duplicate subject id(s) phantom001"
+        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"),
+        tmp_path,
+        str(sheet),
+        "duplicate subject id(s) phantom001",
     )
 
 
@@ -634,12 +688,19 @@ def test_sheet_missing_a_required_column(tmp_path, sheet_dir, cohort_dir):
     )
 
 
-@pytest.mark.parametrize(("typo", "meant"), [("label", "labels"), ("CT", "ct"), ("Subject", "subject"), ("msk", "mask")])
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("label", "labels"), ("CT", "ct"), ("Subject", "subject"), ("msk", "mask")]
+)
 def test_sheet_column_that_is_a_near_miss_of_a_known_column(tmp_path, sheet_dir, cohort_dir, typo, meant):
     rows = [{(typo if k == meant else k): v for k, v in row.items()} for row in sheet_rows()]
     sheet = write_sheet(sheet_dir / "samples.tsv", rows)
-    expect_report_failure(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, str(sheet),
-                          f"column '{typo}'", f"did you mean '{meant}'")
+    expect_report_failure(
+        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"),
+        tmp_path,
+        str(sheet),
+        f"column '{typo}'",
+        f"did you mean '{meant}'",
+    )
 
 
 def test_sheet_extra_columns_are_allowed(tmp_path, sheet_dir, cohort_dir):
@@ -651,8 +712,13 @@ def test_sheet_extra_columns_are_allowed(tmp_path, sheet_dir, cohort_dir):
 def test_label_table_set_but_subjects_without_labels(tmp_path, sheet_dir, cohort_dir):
     rows = [{k: v for k, v in row.items() if k != "labels"} for row in sheet_rows()]
     sheet = write_sheet(sheet_dir / "samples.tsv", rows)
-    expect_report_failure(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path,
-                          "'data.labels_table' is set", "3 subject(s) have no label file", "phantom001")
+    expect_report_failure(
+        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"),
+        tmp_path,
+        "'data.labels_table' is set",
+        "3 subject(s) have no label file",
+        "phantom001",
+    )
 
 
 @pytest.mark.parametrize("subject", ["{phantom}", "a/b", "two words", ".hidden", "p*1", "ü1"])
@@ -660,13 +726,19 @@ def test_subject_id_unusable_as_a_wildcard_value(tmp_path, sheet_dir, cohort_dir
     rows = sheet_rows()
     rows[1]["subject"] = subject
     sheet = write_sheet(sheet_dir / "samples.tsv", rows)
-    expect_report_failure(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, str(sheet),
-                          f"subject id '{subject}' is not usable")
+    expect_report_failure(
+        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"),
+        tmp_path,
+        str(sheet),
+        f"subject id '{subject}' is not usable",
+    )
 
 
 def test_synthrad_folder_name_unusable_as_a_subject_id(tmp_path, synthrad):
     (synthrad / "phantom002").rename(synthrad / "phantom{2}")
-    expect_report_failure(synthrad_config(synthrad), tmp_path, "data.synthrad_dir", "subject id 'phantom{2}' is not usable")
+    expect_report_failure(
+        synthrad_config(synthrad), tmp_path, "data.synthrad_dir", "subject id 'phantom{2}' is not usable"
+    )
 
 
 def test_sheet_symlink_leaving_its_folder_is_called_a_symlink(tmp_path, sheet_dir, cohort_dir):
@@ -675,8 +747,14 @@ def test_sheet_symlink_leaving_its_folder_is_called_a_symlink(tmp_path, sheet_di
     shutil.rmtree(sheet_dir / "phantom003")
     (sheet_dir / "phantom003").symlink_to(outside, target_is_directory=True)
     sheet = write_sheet(sheet_dir / "samples.tsv", sheet_rows())
-    expect_report_failure(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, "subject 'phantom003'",
-                          "symlink", str(sheet_dir / "phantom003"), "outside the sheet's folder")
+    expect_report_failure(
+        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"),
+        tmp_path,
+        "subject 'phantom003'",
+        "symlink",
+        str(sheet_dir / "phantom003"),
+        "outside the sheet's folder",
+    )
 
 
 def test_sheet_relative_path_escaping_its_folder(tmp_path, sheet_dir, cohort_dir):
@@ -686,7 +764,12 @@ def test_sheet_relative_path_escaping_its_folder(tmp_path, sheet_dir, cohort_dir
     sheet = write_sheet(nested / "samples.tsv", rows)
     config = sheet_config(sheet, labels_table=cohort_dir / "labels.tsv")
     expect_report_failure(
-        config, tmp_path, "subject 'phantom001'", "'../phantom001/mr.nii.gz'", "leaves the sheet's folder", "allow_absolute_paths"
+        config,
+        tmp_path,
+        "subject 'phantom001'",
+        "'../phantom001/mr.nii.gz'",
+        "leaves the sheet's folder",
+        "allow_absolute_paths",
     )
     allowed = sheet_config(sheet, labels_table=cohort_dir / "labels.tsv", allow_absolute_paths=True)
     assert report(allowed, tmp_path)["subject"].tolist() == SUBJECTS
@@ -700,7 +783,11 @@ def test_sheet_absolute_path_refused_by_default(tmp_path, sheet_dir, cohort_dir)
     rows[2]["mr"] = str(outside)
     sheet = write_sheet(sheet_dir / "samples.tsv", rows)
     message = expect_report_failure(
-        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, "subject 'phantom003'", str(outside), "leaves the sheet's folder"
+        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"),
+        tmp_path,
+        "subject 'phantom003'",
+        str(outside),
+        "leaves the sheet's folder",
     )
     assert "data.allow_absolute_paths" in message
     allowed = sheet_config(sheet, labels_table=cohort_dir / "labels.tsv", allow_absolute_paths=True)
@@ -727,12 +814,29 @@ def test_sheet_absolute_path_refused_by_default(tmp_path, sheet_dir, cohort_dir)
         ({"preprocess": {"image_size": 8192}}, ["'preprocess.image_size'", "maximum"]),
         ({"evaluation": {"boundary_band_mm": 5000}}, ["'evaluation.boundary_band_mm'", "maximum"]),
         ({"data": {"geometry_tolerance_mm": 100}}, ["'data.geometry_tolerance_mm'", "maximum"]),
-        ({"preprocess": {"image_size": 72}, "train": {"n_downsampling": 4}},
-         ["'preprocess.image_size'", "2^train.n_downsampling = 16"]),
+        (
+            {"preprocess": {"image_size": 72}, "train": {"n_downsampling": 4}},
+            ["'preprocess.image_size'", "2^train.n_downsampling = 16"],
+        ),
     ],
-    ids=["unknown_nested_key", "unknown_top_key", "wrong_type", "image_size_not_div4", "one_fold", "negative_seed",
-         "synthrad_without_dir", "sheet_without_sheet", "unknown_source", "fov_of_a_kilometre", "slice_of_2.5_m",
-         "huge_matrix", "huge_image_size", "huge_band", "huge_tolerance", "image_size_not_divisible_by_stages"],
+    ids=[
+        "unknown_nested_key",
+        "unknown_top_key",
+        "wrong_type",
+        "image_size_not_div4",
+        "one_fold",
+        "negative_seed",
+        "synthrad_without_dir",
+        "sheet_without_sheet",
+        "unknown_source",
+        "fov_of_a_kilometre",
+        "slice_of_2.5_m",
+        "huge_matrix",
+        "huge_image_size",
+        "huge_band",
+        "huge_tolerance",
+        "image_size_not_divisible_by_stages",
+    ],
 )
 def test_invalid_config_names_the_key(tmp_path, override, fragments):
     with pytest.raises(InputError) as info:
@@ -811,11 +915,19 @@ def test_cli_set_overrides_are_validated(tmp_path, synthrad, capsys, setting, fr
 def test_cli_subprocess_exit_code_and_stderr(tmp_path, synthrad):
     (synthrad / "phantom001" / "mask.nii.gz").unlink()
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(base_config(source="synthrad", synthrad_dir=str(synthrad), labels_table=str(tmp_path / "labels.tsv"))))
+    path.write_text(
+        yaml.safe_dump(
+            base_config(source="synthrad", synthrad_dir=str(synthrad), labels_table=str(tmp_path / "labels.tsv"))
+        )
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-m", "mr2ct.cli", "validate", "--config", str(path), "--results", str(tmp_path / "results")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     assert "subject 'phantom001'" in proc.stderr and "mask.nii.gz" in proc.stderr
@@ -833,10 +945,13 @@ def test_all_broken_subjects_are_listed_in_one_error(tmp_path, synthrad):
     mr[5, 5, 5] = np.nan
     write_nifti(synthrad / "phantom003" / "mr.nii.gz", mr, affine)
     message = expect_report_failure(
-        synthrad_config(synthrad), tmp_path,
+        synthrad_config(synthrad),
+        tmp_path,
         "2 of 3 subject(s) failed validation",
-        "subject 'phantom001'", "mask is empty",
-        "subject 'phantom003'", "NaN or infinite",
+        "subject 'phantom001'",
+        "mask is empty",
+        "subject 'phantom003'",
+        "NaN or infinite",
     )
     assert "phantom002" not in message
     with pytest.raises(InputError) as info:

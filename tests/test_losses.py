@@ -237,9 +237,7 @@ def test_gc_bounded_on_arbitrary_arrays(a, b, absolute):
     w = min(a.shape[3], b.shape[3])
     a, b = a[:n, :, :h, :w], b[:n, :, :h, :w]
     for dtype in (torch.float32, torch.float64):
-        gc = gradient_consistency(
-            t64(a).to(dtype), t64(b).to(dtype), absolute=absolute, reduction="none"
-        )
+        gc = gradient_consistency(t64(a).to(dtype), t64(b).to(dtype), absolute=absolute, reduction="none")
         assert torch.all(torch.isfinite(gc))
         assert torch.all(gc >= -1.0) and torch.all(gc <= 1.0)
 

@@ -23,9 +23,7 @@ SHAPE = (12, 16, 16)
 # --------------------------------------------------------------------------- #
 # strategies
 # --------------------------------------------------------------------------- #
-spacing_st = st.tuples(
-    *[st.floats(min_value=0.3, max_value=4.0, allow_nan=False, allow_infinity=False)] * 3
-)
+spacing_st = st.tuples(*[st.floats(min_value=0.3, max_value=4.0, allow_nan=False, allow_infinity=False)] * 3)
 
 
 @st.composite
@@ -167,9 +165,7 @@ def test_ssim_anisotropic_shape_crop() -> None:
     pred = ref + rng.normal(0, 100, shape)
     mask = np.zeros(shape, bool)
     mask[1:8, 2:13, 3:10] = True
-    assert metrics.ssim(ref, pred, mask) == pytest.approx(
-        _ssim_synthrad_reference(ref, pred, mask), rel=1e-12
-    )
+    assert metrics.ssim(ref, pred, mask) == pytest.approx(_ssim_synthrad_reference(ref, pred, mask), rel=1e-12)
 
 
 def test_image_metrics_empty_mask_nan_without_warning() -> None:
@@ -266,9 +262,7 @@ def test_mae_boundary_threshold_default() -> None:
     sp = (2.0, 0.8, 1.1)
     bone = ref > 200.0
     band = _brute_force_band(bone, sp, 2.0)
-    assert metrics.mae_boundary(ref, pred, body, sp) == pytest.approx(
-        np.abs(ref - pred)[band].mean(), rel=1e-12
-    )
+    assert metrics.mae_boundary(ref, pred, body, sp) == pytest.approx(np.abs(ref - pred)[band].mean(), rel=1e-12)
     # a different threshold selects no bone -> empty band -> NaN
     assert math.isnan(metrics.mae_boundary(ref, pred, body, sp, bone_threshold_hu=1000.0))
 

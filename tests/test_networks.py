@@ -229,9 +229,7 @@ def test_init_weights():
     w = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
     assert abs(w.mean().item()) < 2e-3
     assert w.std().item() == pytest.approx(0.02, rel=0.05)
-    assert all(
-        torch.all(m.bias == 0) for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
-    )
+    assert all(torch.all(m.bias == 0) for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
     u = init_weights(UNet2d(1, 2, base=8, depth=2))
     nw = torch.cat([m.weight.flatten() for m in u.modules() if isinstance(m, nn.InstanceNorm2d)])
     assert nw.mean().item() == pytest.approx(1.0, abs=0.01)

@@ -33,15 +33,40 @@ def test_same_seed_gives_bit_identical_files(tmp_path):
 
 
 def test_cli_writes_cohort_tables_and_is_deterministic(tmp_path):
-    cmd = [sys.executable, "-m", "mr2ct.cli", "phantom", "--subjects", "2", "--seed", "5",
-           "--matrix", "96", "72", "--spacing", "5", "5", "7", "--quiet", "--jobs", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mr2ct.cli",
+        "phantom",
+        "--subjects",
+        "2",
+        "--seed",
+        "5",
+        "--matrix",
+        "96",
+        "72",
+        "--spacing",
+        "5",
+        "5",
+        "7",
+        "--quiet",
+        "--jobs",
+        "2",
+    ]
     subprocess.run([*cmd, "--out", str(tmp_path / "x")], check=True, capture_output=True)
     subprocess.run([*cmd, "--out", str(tmp_path / "y")], check=True, capture_output=True)
     files_x = sorted(p.relative_to(tmp_path / "x") for p in (tmp_path / "x").rglob("*") if p.is_file())
     assert [str(p) for p in files_x] == [
-        "labels.tsv", "phantom001/ct.nii.gz", "phantom001/labels.nii.gz", "phantom001/mask.nii.gz",
-        "phantom001/mr.nii.gz", "phantom002/ct.nii.gz", "phantom002/labels.nii.gz", "phantom002/mask.nii.gz",
-        "phantom002/mr.nii.gz", "subjects.tsv",
+        "labels.tsv",
+        "phantom001/ct.nii.gz",
+        "phantom001/labels.nii.gz",
+        "phantom001/mask.nii.gz",
+        "phantom001/mr.nii.gz",
+        "phantom002/ct.nii.gz",
+        "phantom002/labels.nii.gz",
+        "phantom002/mask.nii.gz",
+        "phantom002/mr.nii.gz",
+        "subjects.tsv",
     ]
     for rel in files_x:
         assert _sha(tmp_path / "x" / rel) == _sha(tmp_path / "y" / rel), rel

@@ -56,8 +56,10 @@ class Files(list):
         self._names = {}
         for name, value in named.items():
             start = len(values)
-            values.extend(os.fspath(v) if isinstance(v, os.PathLike) else v
-                          for v in (value if isinstance(value, list) else [value]))
+            values.extend(
+                os.fspath(v) if isinstance(v, os.PathLike) else v
+                for v in (value if isinstance(value, list) else [value])
+            )
             self._names[name] = (start, len(values) if isinstance(value, list) else None)
         super().__init__(values)
         for name, (start, end) in self._names.items():
@@ -85,8 +87,11 @@ class Job:
 
 
 def git(folder, *args):
-    subprocess.run(["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture
@@ -121,9 +126,14 @@ def run_job(wf: Path, job: Job, work, **kwargs) -> str:
 
 
 def cohort_job(wf: Path, config=CONFIG, content="subject\nS1\nS2\n") -> str:
-    job = Job("cohort", Files(raw="data/raw.txt"),
-              Files(table="results/cohort/subjects.tsv", volumes="results/cohort/volumes"), config,
-              params=Files(seed=config["seed"]), scriptdir=str(wf / "workflow_scripts"))
+    job = Job(
+        "cohort",
+        Files(raw="data/raw.txt"),
+        Files(table="results/cohort/subjects.tsv", volumes="results/cohort/volumes"),
+        config,
+        params=Files(seed=config["seed"]),
+        scriptdir=str(wf / "workflow_scripts"),
+    )
 
     def work():
         (wf / "results/cohort/volumes/S1").mkdir(parents=True, exist_ok=True)
@@ -135,8 +145,13 @@ def cohort_job(wf: Path, config=CONFIG, content="subject\nS1\nS2\n") -> str:
 
 
 def table_job(wf: Path, config=CONFIG) -> str:
-    job = Job("table", Files("results/cohort/subjects.tsv", volumes="results/cohort/volumes"),
-              Files("results/tables/metrics.csv"), config, scriptdir=str(wf / "workflow_scripts"))
+    job = Job(
+        "table",
+        Files("results/cohort/subjects.tsv", volumes="results/cohort/volumes"),
+        Files("results/tables/metrics.csv"),
+        config,
+        scriptdir=str(wf / "workflow_scripts"),
+    )
 
     def work():
         subjects = (wf / "results/cohort/subjects.tsv").read_text().split()[1:]
@@ -148,9 +163,14 @@ def table_job(wf: Path, config=CONFIG) -> str:
 
 
 def figure_job(wf: Path, config=CONFIG) -> str:
-    job = Job("figure", Files(table="results/tables/metrics.csv"),
-              Files(png="results/figures/mae.png", pdf="results/figures/mae.pdf"), config,
-              params=Files(seed=config["seed"]), scriptdir=str(wf / "workflow_scripts"))
+    job = Job(
+        "figure",
+        Files(table="results/tables/metrics.csv"),
+        Files(png="results/figures/mae.png", pdf="results/figures/mae.pdf"),
+        config,
+        params=Files(seed=config["seed"]),
+        scriptdir=str(wf / "workflow_scripts"),
+    )
 
     def work():
         (wf / "results/figures").mkdir(parents=True, exist_ok=True)
@@ -249,8 +269,10 @@ def test_verify_names_deleted_files_also_inside_directories(chain):
     (chain / "results/cohort/subjects.tsv").unlink()
     (chain / "results/cohort/volumes/S1/ct.bin").unlink()
     report = audit(chain / "results/figures/mae.png", verify=True)
-    assert problems(report) == {("MISSING", "results/cohort/subjects.tsv"),
-                                ("MISSING", "results/cohort/volumes/S1/ct.bin")}
+    assert problems(report) == {
+        ("MISSING", "results/cohort/subjects.tsv"),
+        ("MISSING", "results/cohort/volumes/S1/ct.bin"),
+    }
     (chain / "data/raw.txt").unlink()
     report = audit(chain / "results/figures/mae.png", verify=True)
     assert ("MISSING", "data/raw.txt") in problems(report)
@@ -326,7 +348,8 @@ def test_paths_outside_results_or_without_record_give_clear_errors(chain, tmp_pa
         # results/ holds an observed-only input when a raw file lives under results/
         (chain / "results/extra.txt").write_text("x")
         provenance.Layout(chain).index_file("results/extra.txt").write_text(
-            json.dumps({"path": "results/extra.txt", "kind": "file", "record": None}))
+            json.dumps({"path": "results/extra.txt", "kind": "file", "record": None})
+        )
         audit(chain / "results/extra.txt")
     bare = tmp_path / "other" / "results" / "x.csv"
     bare.parent.mkdir(parents=True)
@@ -365,7 +388,10 @@ def test_figures_carry_record_id_commit_and_config_hash(chain):
     assert text["mr2ct-config-sha256"] == config_sha256(CONFIG)
     assert text["mr2ct-commit"] == report["code"]["commit"]
     assert embedded_identity(chain / "results/figures/mae.pdf") == {
-        "record": report["record"], "commit": report["code"]["commit"], "config_sha256": config_sha256(CONFIG)}
+        "record": report["record"],
+        "commit": report["code"]["commit"],
+        "config_sha256": config_sha256(CONFIG),
+    }
     # the recorded hash is that of the stamped file
     assert audit(png, verify=True)["ok"]
 
@@ -434,8 +460,13 @@ def test_audit_of_a_file_inside_a_directory_output(chain):
 
 
 def test_failed_job_writes_no_record(wf):
-    job = Job("cohort", Files(raw="data/raw.txt"), Files("results/cohort/subjects.tsv"), CONFIG,
-              scriptdir=str(wf / "workflow_scripts"))
+    job = Job(
+        "cohort",
+        Files(raw="data/raw.txt"),
+        Files("results/cohort/subjects.tsv"),
+        CONFIG,
+        scriptdir=str(wf / "workflow_scripts"),
+    )
     with pytest.raises(RuntimeError):
         with provenance.job_record(job, workdir=wf):
             raise RuntimeError("job failed")
@@ -492,4 +523,3 @@ def test_a_missing_upstream_record_is_reported(chain, capsys):
     assert "NORECORD results/tables/metrics.csv" in capsys.readouterr().out
     with pytest.raises(ProvenanceError, match="record .* is missing"):
         audit(chain / "results/tables/metrics.csv")
-

@@ -12,6 +12,7 @@ import torch
 
 from mr2ct.io import InputError, Volume, read_volume, write_volume
 from mr2ct.preprocess import load_preprocessed, normalise_ct
+from mr2ct.resumable import TrainingInterrupted, load_checkpoint, save_checkpoint
 from mr2ct.segmentation import (
     SegmentationSettings,
     load_segmenter,
@@ -21,7 +22,6 @@ from mr2ct.segmentation import (
     segmentation_loss,
     train_segmentation,
 )
-from mr2ct.resumable import TrainingInterrupted, load_checkpoint, save_checkpoint
 
 TINY = dict(steps=8, batch_size=4, base=4, depth=2, eval_every=4, checkpoint_every=3, seed=3, n_classes=13)
 
@@ -39,7 +39,9 @@ def one_thread():
 def trained(caches, tmp_path_factory):
     """A segmenter trained for 40 steps (shared by the learning and prediction tests)."""
     out = tmp_path_factory.mktemp("segrun")
-    settings = SegmentationSettings(steps=40, batch_size=4, base=8, depth=2, lr=3e-3, eval_every=20, checkpoint_every=100, seed=1)
+    settings = SegmentationSettings(
+        steps=40, batch_size=4, base=8, depth=2, lr=3e-3, eval_every=20, checkpoint_every=100, seed=1
+    )
     return train_segmentation(settings, caches[:2], [caches[3]], out, progress=False)
 
 
@@ -58,7 +60,9 @@ def test_same_settings_give_identical_weights(caches, tmp_path):
     a = train_segmentation(settings, caches[:2], [caches[3]], tmp_path / "a", progress=False)
     b = train_segmentation(settings, caches[:2], [caches[3]], tmp_path / "b", progress=False)
     _assert_same(_weights(a), _weights(b))
-    c = train_segmentation(dataclasses.replace(settings, seed=4), caches[:2], [caches[3]], tmp_path / "c", progress=False)
+    c = train_segmentation(
+        dataclasses.replace(settings, seed=4), caches[:2], [caches[3]], tmp_path / "c", progress=False
+    )
     assert not torch.equal(_weights(a)["head.weight"], _weights(c)["head.weight"])
     for name in ("losses.tsv", "validation.tsv", "loss_curves.png"):
         assert (tmp_path / "a" / name).is_file()
@@ -103,8 +107,9 @@ def test_changed_labels_retrain_instead_of_resuming(caches, tmp_path, caplog):
     first = _weights(train_segmentation(settings, caches[:2], [caches[3]], tmp_path / "run", progress=False))
     changed = changed_copy(caches[1], tmp_path / "changed", key="ct")
     with caplog.at_level("INFO", logger="mr2ct.resumable"):
-        retrained = _weights(train_segmentation(settings, [caches[0], changed], [caches[3]], tmp_path / "run",
-                                                progress=False))
+        retrained = _weights(
+            train_segmentation(settings, [caches[0], changed], [caches[3]], tmp_path / "run", progress=False)
+        )
     assert f"training data changed (training: content of {caches[1].name})" in caplog.text
     assert not torch.equal(first["head.weight"], retrained["head.weight"])
 
@@ -141,10 +146,14 @@ def test_class_by_class_argmax_equals_the_full_argmax(trained, caches, tiny_coho
     model = load_segmenter(trained)
     labels = segment_ct(model, ct, cache, batch_size=5)
     assert labels.dtype == np.uint8 and labels.shape == ct.shape
-    slices = normalise_ct(cache.grid.to_slices(ct, order=1, cval=cache.ct_hu_points[0]), cache.ct_hu_points, cache.ct_norm_points)
+    slices = normalise_ct(
+        cache.grid.to_slices(ct, order=1, cval=cache.ct_hu_points[0]), cache.ct_hu_points, cache.ct_norm_points
+    )
     probs = predict_probabilities(model, slices)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    full = np.stack([cache.grid.to_volume(probs[:, c], cache.shape[:2], order=1, cval=float(c == 0)) for c in range(13)])
+    full = np.stack(
+        [cache.grid.to_volume(probs[:, c], cache.shape[:2], order=1, cval=float(c == 0)) for c in range(13)]
+    )
     np.testing.assert_array_equal(labels, full.argmax(axis=0))
 
 
@@ -176,7 +185,9 @@ def test_unlabelled_or_out_of_range_labels_are_refused(caches, tmp_path):
     with pytest.raises(InputError, match="unlabelled.npz.*no labels"):
         train_segmentation(SegmentationSettings(**TINY), [unlabelled], [], tmp_path / "a", progress=False)
     with pytest.raises(InputError, match="n_classes=5"):
-        train_segmentation(SegmentationSettings(**{**TINY, "n_classes": 5}), caches[:1], [], tmp_path / "b", progress=False)
+        train_segmentation(
+            SegmentationSettings(**{**TINY, "n_classes": 5}), caches[:1], [], tmp_path / "b", progress=False
+        )
 
 
 def test_perfect_logits_have_low_loss():
@@ -189,10 +200,24 @@ def test_perfect_logits_have_low_loss():
 
 
 def test_settings_from_config():
-    config = {"seed": 42, "segmentation": {"steps": 100, "batch_size": 8, "lr": 1e-3, "base": 16, "depth": 3,
-                                           "dice_weight": 1.0, "min_body_fraction": 0.05, "augment": True,
-                                           "checkpoint_every": 50, "eval_every": 50, "device": "auto",
-                                           "time_budget_minutes": 0, "threads": 1}}
+    config = {
+        "seed": 42,
+        "segmentation": {
+            "steps": 100,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "base": 16,
+            "depth": 3,
+            "dice_weight": 1.0,
+            "min_body_fraction": 0.05,
+            "augment": True,
+            "checkpoint_every": 50,
+            "eval_every": 50,
+            "device": "auto",
+            "time_budget_minutes": 0,
+            "threads": 1,
+        },
+    }
     a = SegmentationSettings.from_config(config, fold=0, n_classes=13)
     b = SegmentationSettings.from_config(config, fold=1, n_classes=13)
     assert a.steps == 100 and a.n_classes == 13 and a.seed != b.seed

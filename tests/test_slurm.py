@@ -42,8 +42,13 @@ SITE = {
     "MR2CT_SLURM_GPU_MEM_MB": "3000",
     "MR2CT_SLURM_MAX_JOBS": "20",
 }
-CLUSTER_ARGS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-                "--slurm-keep-successful-logs"]
+CLUSTER_ARGS = [
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--slurm-keep-successful-logs",
+]
 RUN_TIMEOUT = 40 * 60
 
 
@@ -84,15 +89,42 @@ def profile_env(cluster: SlurmCluster) -> dict[str, str]:
 
 
 def slurm_snakemake_cmd(workdir: Path, *targets: str, config: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--profile", str(PROFILE), *CLUSTER_ARGS, "--configfile", str(TINY), *config]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(PROFILE),
+        *CLUSTER_ARGS,
+        "--configfile",
+        str(TINY),
+        *config,
+    ]
 
 
 def start_local(workdir: Path, *targets: str, config: tuple[str, ...] = ()) -> subprocess.Popen:
     """The same workflow without SLURM (2 local cores), started in the background: the SLURM
     runs mostly wait for the scheduler, so the reference runs beside them."""
-    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--configfile", str(TINY), *config]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(TINY),
+        *config,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MR2CT_SLURM_"))}
     workdir.mkdir(parents=True, exist_ok=True)
     return run_logged(cmd, workdir, env, workdir / "local.log")
@@ -192,7 +224,10 @@ def test_cluster_stops_without_leftovers(tmp_path_factory):
     try:
         job = cluster.run("sbatch", "--parsable", "-o", "/dev/null", "--wrap", "sleep 300").stdout.strip()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() != "RUNNING":
+        while (
+            time.monotonic() < deadline
+            and cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() != "RUNNING"
+        ):
             time.sleep(0.5)
         assert cluster.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() == "RUNNING"
     finally:
@@ -228,8 +263,13 @@ def slurm_run(slurm_cluster, tmp_path_factory):
 def test_tiny_workflow_on_slurm_matches_a_local_run(slurm_run):
     workdir, jobs, local_dir = slurm_run
     results = workdir / "results"
-    for path in ("tables/synthesis_metrics.csv", "tables/segmentation_metrics.csv", "tables/statistics.csv",
-                 "figures/qualitative_hip.png", "figures/training_curves.pdf"):
+    for path in (
+        "tables/synthesis_metrics.csv",
+        "tables/segmentation_metrics.csv",
+        "tables/statistics.csv",
+        "figures/qualitative_hip.png",
+        "figures/training_curves.pdf",
+    ):
         assert (results / path).stat().st_size > 0, path
     assert all(j["JobState"] == "COMPLETED" for js in jobs.values() for j in js), jobs
     table = "results/tables/synthesis_metrics.csv"

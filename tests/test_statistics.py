@@ -29,11 +29,18 @@ def synthesis_table(seed: int = 0, sizes=(2, 4, 6), folds=2, subjects=3) -> pd.D
         for model in ("cyclegan", "cyclegan_gc", "reference_supervised", "baseline_constant"):
             for fold in range(folds):
                 for s in range(subjects):
-                    rows.append({
-                        "size": size, "model": model, "fold": fold, "subject": f"f{fold}s{s}",
-                        "mae": rng.normal(100, 10), "psnr": rng.normal(28, 1),
-                        "ssim": rng.uniform(0.6, 0.9), "mae_boundary": rng.normal(200, 20),
-                    })
+                    rows.append(
+                        {
+                            "size": size,
+                            "model": model,
+                            "fold": fold,
+                            "subject": f"f{fold}s{s}",
+                            "mae": rng.normal(100, 10),
+                            "psnr": rng.normal(28, 1),
+                            "ssim": rng.uniform(0.6, 0.9),
+                            "mae_boundary": rng.normal(200, 20),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -147,10 +154,17 @@ def test_duplicate_pairs_and_unknown_metrics_are_refused():
 @pytest.mark.parametrize(
     ("metric", "difference", "expected"),
     [
-        ("mae", -1.0, "a"), ("mae", 1.0, "b"), ("mae_boundary", -0.5, "a"),
-        ("assd_mm", 2.0, "b"), ("hd95_mm", -2.0, "a"),
-        ("psnr", 1.0, "a"), ("psnr", -1.0, "b"), ("ssim", 0.01, "a"), ("dice", -0.1, "b"),
-        ("dice", 0.0, "tie"), ("mae", math.nan, ""),
+        ("mae", -1.0, "a"),
+        ("mae", 1.0, "b"),
+        ("mae_boundary", -0.5, "a"),
+        ("assd_mm", 2.0, "b"),
+        ("hd95_mm", -2.0, "a"),
+        ("psnr", 1.0, "a"),
+        ("psnr", -1.0, "b"),
+        ("ssim", 0.01, "a"),
+        ("dice", -0.1, "b"),
+        ("dice", 0.0, "tie"),
+        ("mae", math.nan, ""),
     ],
 )
 def test_direction_logic(metric, difference, expected):
@@ -177,8 +191,18 @@ def test_statistics_table_covers_every_metric_and_size():
     out = S.statistics_table(synthesis_table(), seed=0, n_boot=300)
     assert len(out) == 4 * 3
     assert list(out.columns[:2]) == ["size", "metric"]
-    for column in ("n_pairs", "mean_a", "mean_b", "median_difference", "mean_difference",
-                   "ci_low", "ci_high", "wilcoxon_p", "wilcoxon_p_holm", "better"):
+    for column in (
+        "n_pairs",
+        "mean_a",
+        "mean_b",
+        "median_difference",
+        "mean_difference",
+        "ci_low",
+        "ci_high",
+        "wilcoxon_p",
+        "wilcoxon_p_holm",
+        "better",
+    ):
         assert column in out.columns
     assert list(out["metric"].unique()) == list(S.SYNTHESIS_METRICS)
     assert sorted(out["size"].unique()) == [2, 4, 6]
@@ -193,14 +217,34 @@ def segmentation_table() -> pd.DataFrame:
         for s in range(3):
             subject = f"f{fold}s{s}"
             for structure in ("pelvis", "femur_left"):
-                rows.append({"size": np.nan, "model": "real_ct", "fold": fold, "subject": subject,
-                             "source": "real_ct", "structure": structure,
-                             "dice": 0.875, "assd_mm": 1.0, "hd95_mm": 3.0})
+                rows.append(
+                    {
+                        "size": np.nan,
+                        "model": "real_ct",
+                        "fold": fold,
+                        "subject": subject,
+                        "source": "real_ct",
+                        "structure": structure,
+                        "dice": 0.875,
+                        "assd_mm": 1.0,
+                        "hd95_mm": 3.0,
+                    }
+                )
                 for size in (2, 4):
                     for model, dice, assd in (("cyclegan", 0.75, 2.0), ("cyclegan_gc", 0.8125, 1.5)):
-                        rows.append({"size": size, "model": model, "fold": fold, "subject": subject,
-                                     "source": "synthetic_ct", "structure": structure,
-                                     "dice": dice, "assd_mm": assd, "hd95_mm": 2 * assd})
+                        rows.append(
+                            {
+                                "size": size,
+                                "model": model,
+                                "fold": fold,
+                                "subject": subject,
+                                "source": "synthetic_ct",
+                                "structure": structure,
+                                "dice": dice,
+                                "assd_mm": assd,
+                                "hd95_mm": 2 * assd,
+                            }
+                        )
     table = pd.DataFrame(rows)
     table.loc[(table["model"] == "cyclegan") & (table["subject"] == "f0s0"), "assd_mm"] = np.nan
     return table
@@ -228,12 +272,14 @@ def test_segmentation_statistics_compare_arms_and_real_ct():
 
 
 def test_summary_table_means_and_sds():
-    table = pd.DataFrame({
-        "size": [2, 2, 2, 2, 2, 4],
-        "model": ["cyclegan_gc", "cyclegan_gc", "cyclegan", "cyclegan", "cyclegan", "cyclegan"],
-        "mae": [10.0, 14.0, 1.0, 2.0, np.nan, 5.0],
-        "psnr": [30.0, 32.0, 20.0, 22.0, 24.0, np.inf],
-    })
+    table = pd.DataFrame(
+        {
+            "size": [2, 2, 2, 2, 2, 4],
+            "model": ["cyclegan_gc", "cyclegan_gc", "cyclegan", "cyclegan", "cyclegan", "cyclegan"],
+            "mae": [10.0, 14.0, 1.0, 2.0, np.nan, 5.0],
+            "psnr": [30.0, 32.0, 20.0, 22.0, 24.0, np.inf],
+        }
+    )
     out = S.summary_table(table, metrics=("mae", "psnr"))
     assert list(out["model"]) == ["cyclegan", "cyclegan_gc", "cyclegan"]  # sizes, then MODEL_ORDER
     first = out.iloc[0]
@@ -248,12 +294,14 @@ def test_summary_table_means_and_sds():
 
 
 def test_to_markdown_renders_mean_pm_sd():
-    table = pd.DataFrame({
-        "size": [2, 2, 4],
-        "model": ["cyclegan", "cyclegan_gc", "cyclegan"],
-        "mae": [100.04, 90.0, 80.0],
-        "psnr": [25.123, 26.0, np.nan],
-    })
+    table = pd.DataFrame(
+        {
+            "size": [2, 2, 4],
+            "model": ["cyclegan", "cyclegan_gc", "cyclegan"],
+            "mae": [100.04, 90.0, 80.0],
+            "psnr": [25.123, 26.0, np.nan],
+        }
+    )
     table = pd.concat([table, table.assign(mae=table["mae"] + 2.0, psnr=table["psnr"] + 1.0)], ignore_index=True)
     table = pd.concat([table, pd.DataFrame([{"size": 6, "model": "cyclegan", "mae": 70.0, "psnr": 30.0}])])
     summary = S.summary_table(table, metrics=("mae", "psnr"))
@@ -275,10 +323,15 @@ def test_to_markdown_renders_mean_pm_sd():
 def test_a_mean_over_fewer_values_says_so_and_empty_predictions_are_counted():
     """ASSD exists only where a structure was predicted: the summary shows (k/n) and counts the
     empty predictions, instead of a mean over a silently smaller set."""
-    table = pd.DataFrame({
-        "size": [2] * 4, "model": ["cyclegan_gc"] * 4,
-        "dice": [0.9, 0.8, 0.0, 0.0], "assd_mm": [1.0, 2.0, np.nan, np.nan], "empty_prediction": [0, 0, 1, 1],
-    })
+    table = pd.DataFrame(
+        {
+            "size": [2] * 4,
+            "model": ["cyclegan_gc"] * 4,
+            "dice": [0.9, 0.8, 0.0, 0.0],
+            "assd_mm": [1.0, 2.0, np.nan, np.nan],
+            "empty_prediction": [0, 0, 1, 1],
+        }
+    )
     summary = S.summary_table(table, metrics=("dice", "assd_mm"), counts=("empty_prediction",))
     row = summary.iloc[0]
     assert (row["n"], row["assd_mm_n"], row["dice_n"], row["empty_prediction_sum"]) == (4, 2, 4, 2)
@@ -304,16 +357,47 @@ def test_readme_findings_read_the_tables_right(tmp_path):
             for size in (2, 6):
                 noise = rng.normal(0, 2, 4)
                 rows += [
-                    dict(size=size, model="baseline_constant", fold=fold, subject=subject, mae=100 + noise[0], psnr=25, ssim=0.8,
-                         mae_boundary=600),
-                    dict(size=size, model="cyclegan", fold=fold, subject=subject, mae=150 + noise[1], psnr=24, ssim=0.7,
-                         mae_boundary=560 + noise[2]),
-                    dict(size=size, model="cyclegan_gc", fold=fold, subject=subject, mae=(130 if size == 2 else 90) + noise[3],
-                         psnr=26, ssim=0.8, mae_boundary=530 + noise[2] + rng.normal(0, 1)),
+                    dict(
+                        size=size,
+                        model="baseline_constant",
+                        fold=fold,
+                        subject=subject,
+                        mae=100 + noise[0],
+                        psnr=25,
+                        ssim=0.8,
+                        mae_boundary=600,
+                    ),
+                    dict(
+                        size=size,
+                        model="cyclegan",
+                        fold=fold,
+                        subject=subject,
+                        mae=150 + noise[1],
+                        psnr=24,
+                        ssim=0.7,
+                        mae_boundary=560 + noise[2],
+                    ),
+                    dict(
+                        size=size,
+                        model="cyclegan_gc",
+                        fold=fold,
+                        subject=subject,
+                        mae=(130 if size == 2 else 90) + noise[3],
+                        psnr=26,
+                        ssim=0.8,
+                        mae_boundary=530 + noise[2] + rng.normal(0, 1),
+                    ),
                 ]
     synthesis = pd.DataFrame(rows)
     synthesis.to_csv(tmp_path / "synthesis.csv", index=False)
-    statistics_job(tmp_path / "synthesis.csv", None, tmp_path / "stats.csv", tmp_path / "summary.csv", tmp_path / "summary.md", seed=0)
+    statistics_job(
+        tmp_path / "synthesis.csv",
+        None,
+        tmp_path / "stats.csv",
+        tmp_path / "summary.csv",
+        tmp_path / "summary.md",
+        seed=0,
+    )
     block = readme_results(tmp_path / "summary.md", tmp_path / "stats.csv", tmp_path / "synthesis.csv")
     lines = block.splitlines()
     gc_data = next(line for line in lines if "More training data" in line and "(cyclegan_gc)" in line)
@@ -330,10 +414,23 @@ def test_readme_findings_read_the_tables_right(tmp_path):
 def test_findings_call_a_difference_resolved_only_when_ci_and_wilcoxon_agree():
     from mr2ct.report import findings
 
-    synthesis = pd.DataFrame([dict(size=2, model=m, fold=0, subject="s", mae=100.0) for m in ("baseline_constant", "cyclegan_gc")])
-    row = dict(experiment="synthesis", metric="mae_boundary", size=2, mean_a=532.3, mean_b=541.3, mean_difference=-9.0,
-               ci_low=-17.0, ci_high=-1.2, n_pairs=12)
-    lines = findings(synthesis, pd.DataFrame([{**row, "wilcoxon_p": 0.064}, {**row, "size": 4, "wilcoxon_p": 0.001}]), None)
+    synthesis = pd.DataFrame(
+        [dict(size=2, model=m, fold=0, subject="s", mae=100.0) for m in ("baseline_constant", "cyclegan_gc")]
+    )
+    row = dict(
+        experiment="synthesis",
+        metric="mae_boundary",
+        size=2,
+        mean_a=532.3,
+        mean_b=541.3,
+        mean_difference=-9.0,
+        ci_low=-17.0,
+        ci_high=-1.2,
+        n_pairs=12,
+    )
+    lines = findings(
+        synthesis, pd.DataFrame([{**row, "wilcoxon_p": 0.064}, {**row, "size": 4, "wilcoxon_p": 0.001}]), None
+    )
     boundary = [line for line in lines if "boundary MAE" in line]
     assert boundary[0].endswith("no resolved difference (the bootstrap CI excludes zero, but Wilcoxon p ≥ 0.05).")
     assert boundary[1].endswith("lower with GC.")

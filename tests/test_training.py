@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from mr2ct.io import InputError, read_volume
-from mr2ct.synthesis import synthesize_run
 from mr2ct.resumable import TrainingInterrupted, load_checkpoint
+from mr2ct.synthesis import synthesize_run
 from mr2ct.training import TrainSettings, load_generator, random_crop, train_run
 
 TINY = dict(steps=8, batch_size=2, ngf=4, n_blocks=1, ndf=4, n_layers=2, eval_every=4, checkpoint_every=3, seed=3)
@@ -86,8 +86,19 @@ def test_a_changed_training_input_retrains_instead_of_resuming(caches, tmp_path,
 
 
 def test_a_few_steps_reduce_the_cycle_loss(caches, tmp_path):
-    settings = TrainSettings(model="cyclegan", steps=40, batch_size=2, ngf=8, n_blocks=1, ndf=8, n_layers=2,
-                             eval_every=0, checkpoint_every=100, seed=1, lr=1e-3)
+    settings = TrainSettings(
+        model="cyclegan",
+        steps=40,
+        batch_size=2,
+        ngf=8,
+        n_blocks=1,
+        ndf=8,
+        n_layers=2,
+        eval_every=0,
+        checkpoint_every=100,
+        seed=1,
+        lr=1e-3,
+    )
     train_run(settings, caches[:2], caches[2:4], [], tmp_path, progress=False)
     import pandas as pd
 
@@ -102,7 +113,7 @@ def test_random_crop_takes_one_window_per_sample_shared_by_paired_tensors():
     assert crop_mr.shape == (3, 1, 16, 16) and torch.equal(crop_ct, -crop_mr)
     for i in range(3):  # each crop is a contiguous window of its own sample
         r, c = divmod(int(crop_mr[i, 0, 0, 0]) - i * 32 * 32, 32)
-        assert torch.equal(crop_mr[i, 0], mr[i, 0, r:r + 16, c:c + 16])
+        assert torch.equal(crop_mr[i, 0], mr[i, 0, r : r + 16, c : c + 16])
     assert random_crop([mr], 0, rng)[0] is mr
 
 
@@ -110,7 +121,9 @@ def test_crop_training_runs_and_rejects_crops_larger_than_the_slices(caches, tmp
     settings = TrainSettings(model="cyclegan_gc", gc_weight=1.0, crop_size=16, **TINY)
     load_generator(train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path / "ok", progress=False))
     with pytest.raises(InputError, match="train.crop_size"):
-        train_run(dataclasses.replace(settings, crop_size=48), [caches[0]], [caches[1]], [], tmp_path / "big", progress=False)
+        train_run(
+            dataclasses.replace(settings, crop_size=48), [caches[0]], [caches[1]], [], tmp_path / "big", progress=False
+        )
     with pytest.raises(InputError, match="train.crop_size"):
         dataclasses.replace(settings, crop_size=18)
 

@@ -20,8 +20,18 @@ pytestmark = pytest.mark.slow
 
 def snakemake(workdir, *args, check=True, timeout=1800):
     """The README's command (the local profile) in ``workdir``; fails the test after ``timeout`` seconds."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(ROOT / "profiles/local"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(ROOT / "profiles/local"),
+        *args,
+    ]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -54,8 +64,14 @@ def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
     results = tiny_run / "results"
     synthesis = pd.read_csv(results / "tables/synthesis_metrics.csv")
     assert list(synthesis.columns) == ["size", "model", "fold", "subject", "mae", "psnr", "ssim", "mae_boundary"]
-    expected_models = {"cyclegan", "cyclegan_gc", "reference_supervised", "baseline_constant", "baseline_histmatch",
-                       "reference_resampled"}
+    expected_models = {
+        "cyclegan",
+        "cyclegan_gc",
+        "reference_supervised",
+        "baseline_constant",
+        "baseline_histmatch",
+        "reference_resampled",
+    }
     assert set(synthesis["model"]) == expected_models
     assert len(synthesis) == len(expected_models) * 6  # every test subject of both folds, one size
     assert synthesis[["mae", "psnr", "ssim"]].notna().all().all()
@@ -64,8 +80,15 @@ def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
     assert set(segmentation["structure"]) >= {"pelvis", "femur_left", "femur_right", "bladder"}
     statistics = pd.read_csv(results / "tables/statistics.csv")
     assert {"wilcoxon_p", "ci_low", "ci_high", "median_difference"} <= set(statistics.columns)
-    for stem in ("mae_vs_training_size", "psnr_vs_training_size", "boundary_mae_vs_training_size", "qualitative_hip",
-                 "dice_by_structure", "surface_distance_by_structure", "training_curves"):
+    for stem in (
+        "mae_vs_training_size",
+        "psnr_vs_training_size",
+        "boundary_mae_vs_training_size",
+        "qualitative_hip",
+        "dice_by_structure",
+        "surface_distance_by_structure",
+        "training_curves",
+    ):
         for ext in ("png", "pdf"):
             assert (results / f"figures/{stem}.{ext}").stat().st_size > 1000, f"{stem}.{ext}"
     for subject in ("phantom001", "phantom003", "phantom005"):
@@ -77,8 +100,16 @@ def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
     assert (results / "report.html").stat().st_size > 100_000
 
 
-FIGURE_STEMS = ("mae_vs_training_size", "psnr_vs_training_size", "ssim_vs_training_size", "boundary_mae_vs_training_size",
-                "qualitative_hip", "dice_by_structure", "surface_distance_by_structure", "training_curves")
+FIGURE_STEMS = (
+    "mae_vs_training_size",
+    "psnr_vs_training_size",
+    "ssim_vs_training_size",
+    "boundary_mae_vs_training_size",
+    "qualitative_hip",
+    "dice_by_structure",
+    "surface_distance_by_structure",
+    "training_curves",
+)
 
 
 def _chromium() -> str:
@@ -105,8 +136,15 @@ def test_report_renders_every_figure_in_a_headless_browser(tiny_run, tmp_path):
     page = tmp_path / "report_checked.html"
     script = (ROOT / "tests/report_check.js").read_text()
     page.write_text(report.read_text() + "\n<script>\n" + script + "\n</script>\n")
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=60000",
-             "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=60000",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180).stdout
     found = re.findall(r'<pre id="mr2ct-report-check" style="display: none;">(.*?)</pre>', dom, re.S)
     assert found, f"the check script left no record; page start:\n{dom[:2000]}"
@@ -125,18 +163,24 @@ def test_report_renders_every_figure_in_a_headless_browser(tiny_run, tmp_path):
     shot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180, check=True)
     pixels = matplotlib.image.imread(shot)[..., :3].mean(axis=2)
-    figure_area = pixels[:, pixels.shape[1] // 3:]  # right of the menu, where the figure is shown
+    figure_area = pixels[:, pixels.shape[1] // 3 :]  # right of the menu, where the figure is shown
     assert figure_area.std() > 0.1 and (figure_area < 0.5).mean() > 0.05, "the figure view of the report is blank"
 
 
 def test_every_figure_audits_back_to_the_cohort_and_config(tiny_run):
     figure = "results/figures/mae_vs_training_size.png"
-    audit = subprocess.run([sys.executable, "-m", "mr2ct.cli", "audit", figure, "--verify"], cwd=tiny_run,
-                           capture_output=True, text=True)
+    audit = subprocess.run(
+        [sys.executable, "-m", "mr2ct.cli", "audit", figure, "--verify"], cwd=tiny_run, capture_output=True, text=True
+    )
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "phantom_subject" in audit.stdout and "config" in audit.stdout and "snakemake" in audit.stdout
-    as_json = subprocess.run([sys.executable, "-m", "mr2ct.cli", "audit", figure, "--json"], cwd=tiny_run,
-                             capture_output=True, text=True, check=True)
+    as_json = subprocess.run(
+        [sys.executable, "-m", "mr2ct.cli", "audit", figure, "--json"],
+        cwd=tiny_run,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     import json
 
     assert json.loads(as_json.stdout)
@@ -180,8 +224,9 @@ def sheet_run(tiny_run, tmp_path_factory):
         rows.append("\t".join([subject, *(f"{subject}/{m}.nii.gz" for m in ("mr", "ct", "mask", "labels"))]))
     shutil.copy2(tiny_run / "results/cohort/labels.tsv", cohort / "labels.tsv")
     (cohort / "sheet.tsv").write_text("subject\tmr\tct\tmask\tlabels\n" + "\n".join(rows) + "\n")
-    (workdir / "data.yaml").write_text(f"data: {{source: sheet, sheet: {cohort / 'sheet.tsv'}, "
-                                       f"labels_table: {cohort / 'labels.tsv'}}}\n")
+    (workdir / "data.yaml").write_text(
+        f"data: {{source: sheet, sheet: {cohort / 'sheet.tsv'}, labels_table: {cohort / 'labels.tsv'}}}\n"
+    )
     snakemake(workdir, *SHEET_ARGS(workdir))
     return workdir
 
@@ -226,7 +271,9 @@ def test_a_changed_input_retrains_the_runs_that_use_it(sheet_run):
     import hashlib
 
     mr = sheet_run / "data/phantom003/mr.nii.gz"
-    generators = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (sheet_run / "results/models").rglob("generator.pt")}
+    generators = {
+        p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (sheet_run / "results/models").rglob("generator.pt")
+    }
     _rewrite_mr(mr, lambda data: np.sqrt(np.maximum(data, 0.0)) * 20.0)
     snakemake(sheet_run, *SHEET_ARGS(sheet_run))
     logs = "".join(p.read_text() for p in (sheet_run / "results/logs/train").rglob("*.log"))
@@ -243,8 +290,13 @@ def test_audit_of_a_directory_output_passes_untouched_and_names_a_flipped_byte(t
     assert (tiny_run / folder / ".snakemake_timestamp").exists()
 
     def audit(*args):
-        return subprocess.run([sys.executable, "-m", "mr2ct.cli", "audit", *args, "--verify"], cwd=tiny_run,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "mr2ct.cli", "audit", *args, "--verify"],
+            cwd=tiny_run,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     clean = audit(folder)
     assert clean.returncode == 0, clean.stdout + clean.stderr
@@ -263,8 +315,9 @@ def test_audit_of_a_directory_output_passes_untouched_and_names_a_flipped_byte(t
 
 
 def test_config_error_stops_the_workflow_before_any_job(tmp_path):
-    result = snakemake(tmp_path, "--configfile", str(ROOT / "configs/tiny.yaml"), "--config", "splits={sizes: [9]}",
-                       check=False)
+    result = snakemake(
+        tmp_path, "--configfile", str(ROOT / "configs/tiny.yaml"), "--config", "splits={sizes: [9]}", check=False
+    )
     assert result.returncode != 0
     assert "splits.sizes" in result.stderr and "available" in result.stderr
     assert not (tmp_path / "results").exists()
@@ -280,8 +333,21 @@ TABLE = "results/tables/synthesis_metrics.csv"
 
 
 def _start(workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "1",
-           TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "1",
+        TABLE,
+        "--configfile",
+        str(ROOT / "configs/tiny.yaml"),
+        *args,
+    ]
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "snakemake.out", "a")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -314,9 +380,25 @@ def test_kill_9_mid_training_then_rerun_resumes_and_gives_identical_tables(tmp_p
             time.sleep(0.05)
 
         second = subprocess.run(
-            [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(killed_dir),
-             "--cores", "1", TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING],
-            cwd=ROOT, capture_output=True, text=True)
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(ROOT / "Snakefile"),
+                "--directory",
+                str(killed_dir),
+                "--cores",
+                "1",
+                TABLE,
+                "--configfile",
+                str(ROOT / "configs/tiny.yaml"),
+                *LONGER_TRAINING,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         # refused: by the lock, or (if it looks while a finished job's markers are being cleared)
         # by Snakemake's incomplete-output check, which runs before the lock
         refusal = second.stdout + second.stderr
@@ -329,13 +411,19 @@ def test_kill_9_mid_training_then_rerun_resumes_and_gives_identical_tables(tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
     assert not os.path.exists(os.path.join(victim, "generator.pt"))
 
-    locked = snakemake(killed_dir, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING, check=False)
+    locked = snakemake(
+        killed_dir, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING, check=False
+    )
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # the message says what to do
     snakemake(killed_dir, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING, "--unlock")
-    snakemake(killed_dir, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING, "--rerun-incomplete")
+    snakemake(
+        killed_dir, TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING, "--rerun-incomplete"
+    )
 
     run = Path(victim).relative_to(killed_dir)
-    train_log = (killed_dir / "results/logs/train" / run.parent.parent.name / run.parent.name / f"{run.name}.log").read_text()
+    train_log = (
+        killed_dir / "results/logs/train" / run.parent.parent.name / run.parent.name / f"{run.name}.log"
+    ).read_text()
     assert "resumed from" in train_log, train_log
     assert clean.wait(timeout=900) == 0, (clean_dir / "snakemake.out").read_text()[-3000:]
     assert (killed_dir / TABLE).read_bytes() == (clean_dir / TABLE).read_bytes()

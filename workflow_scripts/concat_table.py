@@ -1,4 +1,7 @@
 """Snakemake adapter: concatenate per-job CSV parts into one sorted table."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.evaluation import concat_parts
 from mr2ct.workflow import run
 

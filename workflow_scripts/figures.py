@@ -1,5 +1,8 @@
 """Snakemake adapter: every table-based figure of the paper (PNG and PDF)."""
+
 from pathlib import Path
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
 from mr2ct.report import figures_job
 from mr2ct.workflow import run

@@ -1,5 +1,8 @@
 """Snakemake adapter: generate one phantom subject."""
+
 from pathlib import Path
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
 from mr2ct.phantom import PhantomSettings, write_subject
 from mr2ct.workflow import run

@@ -1,5 +1,8 @@
 """Snakemake adapter: subjects.tsv and labels.tsv of the phantom cohort."""
+
 from pathlib import Path
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
 from mr2ct.phantom import write_tables
 from mr2ct.workflow import run

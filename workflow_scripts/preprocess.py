@@ -1,4 +1,7 @@
 """Snakemake adapter: one subject's volumes -> the training cache."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.cohort import SubjectFiles
 from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
 from mr2ct.workflow import run

@@ -1,4 +1,7 @@
 """Snakemake adapter: which code and config made the results (for the report)."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.report import provenance_summary_job
 from mr2ct.workflow import run
 

@@ -1,5 +1,8 @@
 """Snakemake adapter: figure 4, the qualitative panel on the hip-joint slice."""
+
 from pathlib import Path
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
 from mr2ct.evaluation import qualitative_job
 from mr2ct.workflow import run

@@ -1,4 +1,7 @@
 """Snakemake adapter: score the baselines and the resampling reference of one size and fold."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.evaluation import reference_metrics_job
 from mr2ct.workflow import run
 

@@ -1,4 +1,7 @@
 """Snakemake adapter: segment a fold's test subjects (real CT, or one run's synthetic CT)."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.evaluation import segment_job
 from mr2ct.workflow import run
 

@@ -1,4 +1,7 @@
 """Snakemake adapter: Dice, ASSD and HD95 per structure of one folder of predicted labels."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.evaluation import segmentation_metrics_job
 from mr2ct.workflow import run
 

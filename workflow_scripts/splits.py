@@ -1,4 +1,7 @@
 """Snakemake adapter: write the folds and nested training sets as a readable table."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.splits import write_splits
 from mr2ct.workflow import run
 

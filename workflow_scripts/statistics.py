@@ -1,4 +1,7 @@
 """Snakemake adapter: paired statistics and summary tables."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.report import statistics_job
 from mr2ct.workflow import run
 

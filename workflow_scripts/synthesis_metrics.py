@@ -1,4 +1,7 @@
 """Snakemake adapter: score one run's synthetic CT against the real CT."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.evaluation import synthesis_metrics_job
 from mr2ct.workflow import run
 

@@ -1,4 +1,7 @@
 """Snakemake adapter: synthetic CT of a fold's test subjects with one trained generator."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.synthesis import synthesize_run
 from mr2ct.workflow import run
 

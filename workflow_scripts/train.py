@@ -1,5 +1,8 @@
 """Snakemake adapter: train one (size, model, fold) run."""
+
 from pathlib import Path
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
 from mr2ct.training import TrainSettings, train_run
 from mr2ct.workflow import run

@@ -1,5 +1,8 @@
 """Snakemake adapter: train the fold's CT segmentation network on real CT."""
+
 from pathlib import Path
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
 from mr2ct.segmentation import SegmentationSettings, train_segmentation
 from mr2ct.workflow import run

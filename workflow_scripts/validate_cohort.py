@@ -1,4 +1,7 @@
 """Snakemake adapter: read and check every input volume before any long job."""
+
+import _package  # noqa: F401  (the mr2ct package of this workflow folder)
+
 from mr2ct.cohort import write_validation_report
 from mr2ct.workflow import run
 

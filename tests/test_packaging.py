@@ -1,0 +1,47 @@
+"""The installable package: a wheel built from the repository carries every file the package reads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_wheel_ships_the_schema_and_validates_the_default_config_outside_the_source_tree(tmp_path):
+    out = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    wheel = next(out.glob("mr2ct-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mr2ct/schemas/config.schema.yaml" in names
+    unpacked = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "config.yaml").write_bytes((ROOT / "config.yaml").read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(unpacked)}
+    check = (
+        "import mr2ct, mr2ct.config as c, pathlib; "
+        "assert pathlib.Path(mr2ct.__file__).is_relative_to(pathlib.Path(r'%s')), mr2ct.__file__; "
+        "cfg = c.load_config('config.yaml'); print(cfg['train']['steps'])" % unpacked
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    cli = subprocess.run(
+        [sys.executable, "-m", "mr2ct", "validate"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert cli.returncode == 0 and "config is valid" in cli.stdout, cli.stderr
