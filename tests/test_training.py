@@ -156,3 +156,85 @@ def test_synthesis_writes_int16_hu_on_the_ct_grid(caches, tiny_cohort, tmp_path)
     assert fake.disk_axcodes == real.disk_axcodes
     assert nib.load(written[0]).get_data_dtype() == np.int16
     assert -1024 <= fake.data.min() and fake.data.max() <= 1500
+
+
+def _generator_grads(settings, mr, ct):
+    """Gradients of G_CT's parameters after one training step of a fresh run (same seed, same batch)."""
+    from mr2ct.training import _Run
+
+    run = _Run(settings, torch.device("cpu"))
+    run.train_step(mr, ct)
+    return [p.grad.detach().clone() for p in run.nets.g_ct.parameters()], run
+
+
+def test_gc_reaches_the_generator_gradients_with_its_weight():
+    """The gradient of a cyclegan_gc step minus that of the same step without GC is exactly
+    gc_weight x the gradient of the GC loss, computed independently from the same networks."""
+    from mr2ct.losses import gradient_consistency_loss
+
+    torch.manual_seed(0)
+    mr, ct = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    base = dict(TINY, amp="none", pool_size=0)
+    without, _ = _generator_grads(TrainSettings(model="cyclegan_gc", gc_weight=0.0, **base), mr, ct)
+    weight = 3.0
+    with_gc, _ = _generator_grads(TrainSettings(model="cyclegan_gc", gc_weight=weight, **base), mr, ct)
+    from mr2ct.training import _Run
+
+    fresh = _Run(TrainSettings(model="cyclegan_gc", gc_weight=weight, **base), torch.device("cpu"))
+    fresh.opt_g.zero_grad()
+    gradient_consistency_loss(mr, fresh.nets.g_ct(mr), ct, fresh.nets.g_mr(ct)).backward()
+    expected = [weight * p.grad for p in fresh.nets.g_ct.parameters()]
+    moved = 0
+    # float cancellation in a - b scales with the gradients themselves (biases before instance norm are ~0)
+    atol = 1e-4 * max(float(a.abs().max()) for a in with_gc)
+    for a, b, e in zip(with_gc, without, expected):
+        torch.testing.assert_close(a - b, e, rtol=1e-3, atol=atol)
+        moved += int(float(e.abs().max()) > 100 * atol)  # the GC part is far above that tolerance
+    assert moved >= len(expected) // 3
+
+
+def test_only_cyclegan_gc_gets_the_gc_weight_from_the_config():
+    from mr2ct.config import load_config
+
+    from .conftest import ROOT
+
+    config = load_config(ROOT / "config.yaml")
+    assert config["train"]["gc_weight"] > 0
+    weights = {
+        m: TrainSettings.from_config(config, m, 6, 0).gc_weight
+        for m in ("cyclegan", "cyclegan_gc", "reference_supervised")
+    }
+    assert weights == {"cyclegan": 0.0, "cyclegan_gc": config["train"]["gc_weight"], "reference_supervised": 0.0}
+
+
+def test_resume_after_the_image_pool_filled_equals_an_uninterrupted_run(caches, tmp_path, monkeypatch):
+    """Interrupt at step 4 of 8 with a pool of 2 images (full after step 1, then replaced at
+    random): the resumed run draws the same pool replacements and ends bit-identical."""
+    settings = TrainSettings(model="cyclegan_gc", gc_weight=1.0, **{**TINY, "pool_size": 2, "checkpoint_every": 100})
+    reference = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path / "ref", progress=False)
+
+    class Clock:  # one second per call: the time budget of 3.5 s ends the run after step 4
+        now = 0.0
+
+        @classmethod
+        def monotonic(cls):
+            cls.now += 1.0
+            return cls.now
+
+    monkeypatch.setattr("mr2ct.training.time", Clock)
+    monkeypatch.setattr("mr2ct.resumable.time", Clock)
+    with pytest.raises(TrainingInterrupted):
+        train_run(
+            dataclasses.replace(settings, time_budget_minutes=3.5 / 60),
+            [caches[0]],
+            [caches[1]],
+            [caches[3]],
+            tmp_path / "cut",
+            progress=False,
+        )
+    state = load_checkpoint(tmp_path / "cut/checkpoint.pt")
+    assert state["step"] == 4 and len(state["pool_ct"]) == 2
+    monkeypatch.undo()
+    resumed = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path / "cut", progress=False)
+    _assert_same(_weights(reference), _weights(resumed))
+    assert (tmp_path / "ref/losses.tsv").read_text() == (tmp_path / "cut/losses.tsv").read_text()
