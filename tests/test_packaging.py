@@ -34,8 +34,8 @@ def test_wheel_ships_the_schema_and_validates_the_default_config_outside_the_sou
     env = {**os.environ, "PYTHONPATH": str(unpacked)}
     check = (
         "import mr2ct, mr2ct.config as c, pathlib; "
-        "assert pathlib.Path(mr2ct.__file__).is_relative_to(pathlib.Path(r'%s')), mr2ct.__file__; "
-        "cfg = c.load_config('config.yaml'); print(cfg['train']['steps'])" % unpacked
+        f"assert pathlib.Path(mr2ct.__file__).is_relative_to(pathlib.Path(r'{unpacked}')), mr2ct.__file__; "
+        "cfg = c.load_config('config.yaml'); print(cfg['train']['steps'])"
     )
     result = subprocess.run(
         [sys.executable, "-c", check], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
