@@ -32,7 +32,7 @@ from mr2ct.preprocess import load_preprocessed
 from mr2ct.settings import TrainSettings
 from mr2ct.splits import splits_from_config
 from mr2ct.synthesis import synthetic_volume
-from mr2ct.training import load_generator, predict_ct, train_run
+from mr2ct.training import load_generator, predict_ct, resolve_precision, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +48,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--set", nargs="*", default=[], help="train.* overrides, e.g. augment=false gc_weight=1")
     parser.add_argument("--configfile", type=Path, help="overlay on config.yaml (as snakemake --configfile)")
+    parser.add_argument(
+        "--run-seed",
+        type=int,
+        help="the run's own seed instead of the one derived from the config "
+        "(same cohort, folds and data; other initial weights and batches: the seed spread)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = load_config(ROOT / "config.yaml", load_yaml(args.configfile) if args.configfile else None)
@@ -63,6 +69,8 @@ def main() -> None:
         eval_every=args.eval_every,
         checkpoint_every=10**9,
     )
+    if args.run_seed is not None:
+        settings = dataclasses.replace(settings, seed=args.run_seed)
     results = args.workdir / "results"
 
     def caches(subjects):
@@ -97,6 +105,8 @@ def main() -> None:
                 "size": args.size,
                 "model": args.model,
                 "set": args.set,
+                "run_seed": settings.seed,
+                "precision": resolve_precision(settings.amp, torch.device("cpu")),
                 "seconds_per_step": round(seconds / args.steps, 3),
                 "test_mae": round(m, 1),
                 "test_constant_mae": round(const, 1),

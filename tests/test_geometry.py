@@ -1,0 +1,159 @@
+"""Geometry through the whole chain on real on-disk orientations: a marker on the patient's left
+stays on the left after preprocessing, synthesis and segmentation, in RAS, LPS and oblique files.
+
+The volumes are written and read back with nibabel directly (on-disk voxel order and affine),
+so the package's own reader is not the judge of its writer. A "perfect generator" (the cached
+real-CT slices) and a "threshold segmenter" (a fixed network) stand in for trained networks:
+what is tested is where their output lands, not what they learnt.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from mr2ct.cohort import SubjectFiles
+from mr2ct.io import Volume, read_volume, write_volume
+from mr2ct.preprocess import PreprocessSettings, load_preprocessed, preprocess_to_cache
+from mr2ct.segmentation import segment_ct
+from mr2ct.synthesis import synthetic_volume
+
+MARKER_HU = 1500.0
+MARKER_LABEL = 5
+
+
+def _disk(path):
+    image = nib.load(str(path))
+    return np.asarray(image.dataobj, dtype=np.float32), image.affine
+
+
+def _rotation_z(degrees: float, centre: np.ndarray) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    shift, back = np.eye(4), np.eye(4)
+    shift[:3, 3], back[:3, 3] = -centre, centre
+    return back @ rot @ shift
+
+
+def _to_disk(data: np.ndarray, affine: np.ndarray, orientation: str) -> tuple[np.ndarray, np.ndarray]:
+    """A canonical RAS array stored as ``orientation`` on disk: the same physical image (RAS, LPS) or
+    the same voxels under a 10° in-plane rotation of the scanner frame (oblique)."""
+    if orientation == "RAS":
+        return data, affine
+    if orientation == "LPS":
+        nx, ny = data.shape[:2]
+        flip = np.array([[-1, 0, 0, nx - 1], [0, -1, 0, ny - 1], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
+        return np.ascontiguousarray(data[::-1, ::-1]), affine @ flip
+    centre = (affine @ np.array([*(np.array(data.shape) - 1) / 2.0, 1.0]))[:3]
+    return data, _rotation_z(10.0, centre) @ affine
+
+
+def _save(path, data, affine, dtype):
+    image = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    nib.save(image, str(path))
+
+
+def _marker_box(ct: np.ndarray, mask: np.ndarray) -> tuple[slice, slice, slice]:
+    """A 8 x 8 x 4 voxel box in soft tissue on the patient's left (high RAS x) whose mirror image
+    about the body's mid-sagittal plane is soft tissue too (so the mirror would be visible)."""
+    xs = np.nonzero(mask.any(axis=(1, 2)))[0]
+    mid = (xs.min() + xs.max()) / 2.0
+    z0 = ct.shape[2] // 2 - 2
+    for x0 in range(int(mid) + 6, xs.max() - 10):
+        for y0 in range(4, ct.shape[1] - 12):
+            box = (slice(x0, x0 + 8), slice(y0, y0 + 8), slice(z0, z0 + 4))
+            mx0 = int(round(2 * mid - (x0 + 7)))
+            mirror = (slice(mx0, mx0 + 8), box[1], box[2])
+            if all(mask[b].all() and np.abs(ct[b]).max() < 150 for b in (box, mirror)):
+                return box
+    raise AssertionError("no soft-tissue box with a soft-tissue mirror image in the test subject")
+
+
+def _mirror(box: tuple[slice, slice, slice], mask: np.ndarray) -> tuple[slice, slice, slice]:
+    xs = np.nonzero(mask.any(axis=(1, 2)))[0]
+    mid = (xs.min() + xs.max()) / 2.0
+    mx0 = int(round(2 * mid - (box[0].stop - 1)))
+    return (slice(mx0, mx0 + 8), box[1], box[2])
+
+
+class _ThresholdSegmenter(torch.nn.Module):
+    """Logits of 13 classes: MARKER_LABEL where the normalised CT is near its top (> 0.9)."""
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 13, *x.shape[2:])
+        logits[:, MARKER_LABEL] = (x[:, 0] - 0.9) * 100.0
+        return logits
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPS", "oblique"])
+def test_a_left_sided_marker_stays_left_through_preprocessing_synthesis_and_segmentation(
+    tiny_cohort, tmp_path, orientation
+):
+    source = tiny_cohort / "phantom002"
+    volumes = {m: _disk(source / f"{m}.nii.gz") for m in ("mr", "ct", "mask", "labels")}
+    affine = volumes["ct"][1]
+    assert nib.aff2axcodes(affine) == ("R", "A", "S")  # the phantom is written in RAS: canonical arrays
+    ct, mask = volumes["ct"][0], volumes["mask"][0] > 0
+    box = _marker_box(ct, mask)
+    mirror = _mirror(box, mask)
+    ct = ct.copy()
+    ct[box] = MARKER_HU
+    mr = volumes["mr"][0].copy()
+    mr[box] = mr[mask].max()
+    marker = np.zeros(ct.shape, bool)
+    marker[box] = True
+    mirrored = np.zeros(ct.shape, bool)
+    mirrored[mirror] = True
+
+    files = {}
+    disk = {}
+    for name, data, dtype in (
+        ("mr", mr, np.float32),
+        ("ct", ct, np.int16),
+        ("mask", mask, np.uint8),
+        ("labels", volumes["labels"][0], np.uint8),
+        ("marker", marker, np.uint8),
+        ("mirrored", mirrored, np.uint8),
+    ):
+        on_disk, disk_affine = _to_disk(data, affine, orientation)
+        files[name] = tmp_path / f"{name}.nii.gz"
+        _save(files[name], on_disk, disk_affine, dtype)
+        disk[name] = on_disk
+    assert (
+        nib.aff2axcodes(disk_affine)
+        == {"RAS": ("R", "A", "S"), "LPS": ("L", "P", "S"), "oblique": ("R", "A", "S")}[orientation]
+    )
+
+    cache_path = preprocess_to_cache(
+        SubjectFiles("phantom002", files["mr"], files["ct"], files["mask"], files["labels"]),
+        PreprocessSettings(image_size=64),
+        tmp_path / "phantom002.npz",
+    )
+    cache = load_preprocessed(cache_path)
+
+    # synthesis: a perfect generator returns the real-CT slices; written back on the CT's grid
+    written = write_volume(tmp_path / "synthetic.nii.gz", synthetic_volume(cache, cache.ct), np.int16)
+    synthetic = nib.load(str(written))
+    np.testing.assert_allclose(synthetic.affine, disk_affine, atol=1e-4)
+    assert nib.aff2axcodes(synthetic.affine) == nib.aff2axcodes(disk_affine)
+    values = np.asarray(synthetic.dataobj, dtype=np.float32)
+    on_marker = values[disk["marker"] > 0].mean()
+    on_mirror = values[disk["mirrored"] > 0].mean()
+    assert on_marker > 900 and on_mirror < 300, (on_marker, on_mirror)
+    body = disk["mask"] > 0
+    assert np.corrcoef(values[body], disk["ct"][body])[0, 1] > 0.8  # and the rest of the body lines up too
+
+    # segmentation of the real CT (read in canonical order by the workflow) lands on the marker
+    canonical = read_volume(files["ct"])
+    labels = segment_ct(_ThresholdSegmenter(), canonical.data, cache)
+    out = write_volume(
+        tmp_path / "labels_out.nii.gz", Volume(labels, canonical.affine, canonical.disk_axcodes), np.uint8
+    )
+    predicted = np.asarray(nib.load(str(out)).dataobj) == MARKER_LABEL
+    assert predicted[disk["marker"] > 0].mean() > 0.6
+    assert predicted[disk["mirrored"] > 0].mean() < 0.05
