@@ -9,10 +9,12 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config.yaml"
 
 
-report: "report/workflow.rst"
-
-
 include: "rules/common.smk"
+
+
+report: front_page()
+
+
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"

@@ -29,20 +29,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .cohort import SubjectFiles
 from .io import atomic_write_text, read_volume
 from .metrics import mae, mae_boundary, psnr, segmentation_scores, ssim
 from .preprocess import load_preprocessed
+from .settings import MODEL_LABELS
 
 __all__ = [
     "SYNTHESIS_COLUMNS",
     "SEGMENTATION_COLUMNS",
+    "SubjectInputs",
+    "subject_inputs",
     "bone_mask",
     "concat_parts",
     "qualitative_job",
@@ -76,12 +78,16 @@ BONE_THRESHOLD_HU = 200.0
 BONE_PREFIXES = ("pelvis", "femur", "sacrum", "hip")
 
 
+def bone_label_ids(label_table: Mapping[int, str] | None) -> list[int]:
+    """The label ids whose structure is bone (names starting with :data:`BONE_PREFIXES`)."""
+    return sorted(i for i, name in (label_table or {}).items() if name.lower().startswith(BONE_PREFIXES))
+
+
 def bone_mask(ct_hu: np.ndarray, labels: np.ndarray | None, label_table: Mapping[int, str] | None) -> np.ndarray:
-    """Bone of the reference: pelvis and femur labels when present, else CT > ``BONE_THRESHOLD_HU``."""
-    if labels is not None and label_table:
-        ids = [i for i, name in label_table.items() if name.lower().startswith(BONE_PREFIXES)]
-        if ids:
-            return np.isin(labels, ids)
+    """Bone of the reference: its bone labels (:func:`bone_label_ids`) when present, else CT > ``BONE_THRESHOLD_HU``."""
+    ids = bone_label_ids(label_table)
+    if labels is not None and ids:
+        return np.isin(labels, ids)
     return ct_hu > BONE_THRESHOLD_HU
 
 
@@ -100,7 +106,7 @@ def synthesis_scores(
 class _Reference:
     """A test subject's real CT, mask, bone mask and spacing (read once)."""
 
-    def __init__(self, files: SubjectFiles, label_table: Mapping[int, str] | None, band_mm: float = 2.0):
+    def __init__(self, files: SubjectInputs, label_table: Mapping[int, str] | None, band_mm: float = 2.0):
         ct = read_volume(files.ct)
         self.band_mm = band_mm
         self.subject = files.subject
@@ -121,7 +127,7 @@ class _Reference:
 
 def synthesis_rows(
     synthetic_dir: str | os.PathLike,
-    subjects: Sequence[SubjectFiles],
+    subjects: Sequence[SubjectInputs],
     size: int,
     model: str,
     fold: int,
@@ -141,7 +147,7 @@ def _body_values(path_volume: str | os.PathLike, path_mask: str | os.PathLike) -
     return read_volume(path_volume).data[read_volume(path_mask, dtype=np.uint8).data > 0]
 
 
-def _normalised_mr(files: SubjectFiles, cache_path: str | os.PathLike) -> np.ndarray:
+def _normalised_mr(files: SubjectInputs, cache_path: str | os.PathLike) -> np.ndarray:
     """The subject's MR at full resolution, normalised exactly as its training slices."""
     with np.load(cache_path) as cache:
         lo, hi = (float(v) for v in cache["mr_range"])
@@ -150,10 +156,10 @@ def _normalised_mr(files: SubjectFiles, cache_path: str | os.PathLike) -> np.nda
 
 
 def reference_predictions(
-    test_subjects: Sequence[SubjectFiles],
+    test_subjects: Sequence[SubjectInputs],
     test_caches: Sequence[str | os.PathLike],
-    train_mr: Sequence[tuple[SubjectFiles, str | os.PathLike]],
-    train_ct: Sequence[SubjectFiles],
+    train_mr: Sequence[tuple[SubjectInputs, str | os.PathLike]],
+    train_ct: Sequence[SubjectInputs],
     size: int,
     fold: int,
     label_table: Mapping[int, str] | None,
@@ -197,7 +203,7 @@ def reference_predictions(
 
 def segmentation_rows(
     predictions: Mapping[str, str | os.PathLike],
-    subjects: Sequence[SubjectFiles],
+    subjects: Sequence[SubjectInputs],
     label_table: Mapping[int, str],
     size: int | None,
     model: str,
@@ -242,104 +248,125 @@ def concat_tables(paths: Sequence[str | os.PathLike], columns: Sequence[str], so
     return table[list(columns)].sort_values(list(sort), kind="stable", na_position="first").reset_index(drop=True)
 
 
-class Design:
-    """The cohort, folds and label table of a validated config (as the workflow computes them)."""
+@dataclass(frozen=True)
+class SubjectInputs:
+    """The files that scoring one test subject reads (``labels``, ``cache``, ``mr`` when needed)."""
 
-    def __init__(self, config: dict[str, Any], results: str | os.PathLike = "results"):
-        from .cohort import cohort_from_config, read_label_table
-        from .splits import splits_from_config
-
-        self.config = config
-        self.results = Path(results)
-        self.cohort = cohort_from_config(config, results)
-        self.folds = splits_from_config(self.cohort.ids, config)
-        self.label_table = read_label_table(self.cohort.labels_table) if self.cohort.labels_table else None
-
-    def cache(self, subject: str) -> Path:
-        return self.results / "preprocessed" / f"{subject}.npz"
-
-    def test_subjects(self, fold: int) -> list[SubjectFiles]:
-        return [self.cohort[s] for s in self.folds[fold].test]
+    subject: str
+    ct: Path | None = None
+    mask: Path | None = None
+    labels: Path | None = None
+    cache: Path | None = None
+    mr: Path | None = None
 
 
-def synthesis_metrics_job(config: dict[str, Any], size: int, model: str, fold: int, synthetic_dir, out) -> Path:
+def subject_inputs(subjects: Sequence[str], **files: Sequence[str | os.PathLike] | None) -> list[SubjectInputs]:
+    """One :class:`SubjectInputs` per id from per-kind file lists in the same order (as a rule's
+    named inputs give them: ``ct=[...], mask=[...]``); ``None`` kinds are left out."""
+    given = {kind: list(paths) for kind, paths in files.items() if paths is not None}
+    for kind, paths in given.items():
+        if len(paths) != len(subjects):
+            raise ValueError(f"{len(subjects)} subject(s) but {len(paths)} '{kind}' file(s)")
+    return [
+        SubjectInputs(subject, **{kind: Path(paths[i]) for kind, paths in given.items()})
+        for i, subject in enumerate(subjects)
+    ]
+
+
+def _label_table(path: str | os.PathLike | None) -> dict[int, str] | None:
+    from .cohort import read_label_table
+
+    return read_label_table(path) if path else None
+
+
+def synthesis_metrics_job(
+    subjects: Sequence[SubjectInputs], label_table, synthetic_dir, size: int, model: str, fold: int, band_mm: float, out
+) -> Path:
     """Score one run's synthetic CT of its fold's test subjects; write the CSV part."""
-    design = Design(config)
-    band = config["evaluation"]["boundary_band_mm"]
-    table = synthesis_rows(synthetic_dir, design.test_subjects(fold), size, model, fold, design.label_table, band)
+    table = synthesis_rows(synthetic_dir, subjects, size, model, fold, _label_table(label_table), band_mm)
     return write_table(table, out)
 
 
-def reference_metrics_job(config: dict[str, Any], size: int, fold: int, out) -> Path:
-    """Score the baselines and the resampling reference of one size and fold; write the CSV part."""
-    design = Design(config)
-    ts = design.folds[fold].training_set(size, config["splits"]["pairing"])
-    test = design.test_subjects(fold)
+def reference_metrics_job(
+    test: Sequence[SubjectInputs],
+    train_mr: Sequence[SubjectInputs],
+    train_ct: Sequence[SubjectInputs],
+    label_table,
+    size: int,
+    fold: int,
+    band_mm: float,
+    out,
+) -> Path:
+    """Score the baselines and the resampling reference of one size and fold; write the CSV part.
+
+    ``test`` carry CT, mask (labels) and cache; ``train_mr`` MR, mask and cache; ``train_ct`` CT and mask.
+    """
     table = reference_predictions(
         test,
-        [design.cache(s.subject) for s in test],
-        [(design.cohort[s], design.cache(s)) for s in ts.mr],
-        [design.cohort[s] for s in ts.ct],
+        [s.cache for s in test],
+        [(s, s.cache) for s in train_mr],
+        train_ct,
         size,
         fold,
-        design.label_table,
-        config["evaluation"]["boundary_band_mm"],
+        _label_table(label_table),
+        band_mm,
     )
     return write_table(table, out)
 
 
-def concat_parts(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Concatenate CSV parts (synthesis or segmentation rows) into one sorted table."""
-    first = pd.read_csv(paths[0], nrows=0) if paths else pd.DataFrame(columns=SYNTHESIS_COLUMNS)
-    if "source" in first.columns:
-        columns, keys = SEGMENTATION_COLUMNS, ["source", "size", "model", "fold", "subject", "structure"]
-    else:
-        columns, keys = SYNTHESIS_COLUMNS, ["size", "model", "fold", "subject"]
+#: columns and sort keys of the two aggregated tables
+TABLE_KINDS = {
+    "synthesis": (SYNTHESIS_COLUMNS, ["size", "model", "fold", "subject"]),
+    "segmentation": (SEGMENTATION_COLUMNS, ["source", "size", "model", "fold", "subject", "structure"]),
+}
+
+
+def concat_parts(paths: Sequence[str | os.PathLike], out: str | os.PathLike, kind: str) -> Path:
+    """Concatenate CSV parts of one ``kind`` (``synthesis`` or ``segmentation`` rows) into one sorted table."""
+    columns, keys = TABLE_KINDS[kind]
     return write_table(concat_tables(paths, columns, keys), out)
 
 
-def segment_job(config: dict[str, Any], fold: int, model_path, out_dir, synthetic_dir=None) -> list[Path]:
-    """Segment the fold's test subjects: their real CT, or the synthetic CT in ``synthetic_dir``."""
+def segment_job(subjects: Sequence[SubjectInputs], model_path, out_dir, synthetic_dir=None) -> list[Path]:
+    """Segment test subjects (``ct`` and ``cache`` set): their real CT, or the synthetic CT in ``synthetic_dir``."""
     from .segmentation import segment_files
 
-    design = Design(config)
-    subjects = design.test_subjects(fold)
     cts = [s.ct if synthetic_dir is None else Path(synthetic_dir) / f"{s.subject}.nii.gz" for s in subjects]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return segment_files(
-        model_path,
-        cts,
-        [design.cache(s.subject) for s in subjects],
-        [out_dir / f"{s.subject}.nii.gz" for s in subjects],
-    )
+    outputs = [out_dir / f"{s.subject}.nii.gz" for s in subjects]
+    return segment_files(model_path, cts, [s.cache for s in subjects], outputs)
 
 
 def segmentation_metrics_job(
-    config: dict[str, Any], fold: int, labels_dir, out, size: int | None = None, model: str = "real_ct"
+    subjects: Sequence[SubjectInputs],
+    label_table,
+    labels_dir,
+    out,
+    fold: int,
+    size: int | None = None,
+    model: str = "real_ct",
 ) -> Path:
     """Score one folder of predicted labels (real CT when ``model == 'real_ct'``); write the CSV part."""
-    design = Design(config)
-    subjects = design.test_subjects(fold)
     predictions = {s.subject: Path(labels_dir) / f"{s.subject}.nii.gz" for s in subjects}
     source = "real_ct" if model == "real_ct" else "synthetic_ct"
-    return write_table(segmentation_rows(predictions, subjects, design.label_table, size, model, fold, source), out)
+    table = segmentation_rows(predictions, subjects, _label_table(label_table), size, model, fold, source)
+    return write_table(table, out)
 
 
 def qualitative_job(
-    config: dict[str, Any], fold: int, synthetic_dirs: Mapping[str, str | os.PathLike], out_stem
+    files: SubjectInputs, label_table, synthetic_dirs: Mapping[str, str | os.PathLike], out_stem
 ) -> list[Path]:
-    """Figure 4: the fold's first test subject, real and synthetic CT of each model on the hip-joint slice."""
+    """Figure 4: one test subject (``mr``, ``ct``, ``mask``, labels), real and synthetic CT of each model
+    on the hip-joint slice."""
     from .plotting import plot_qualitative
 
-    design = Design(config)
-    files = design.test_subjects(fold)[0]
     ct = read_volume(files.ct)
     labels = read_volume(files.labels, dtype=np.uint8).data if files.labels else None
-    femur_ids = [i for i, n in (design.label_table or {}).items() if n.lower().startswith("femur")] or [2, 3]
-    names = {"cyclegan": "CycleGAN", "cyclegan_gc": "CycleGAN + GC", "reference_supervised": "supervised (paired)"}
+    table = _label_table(label_table) or {}
+    femur_ids = [i for i, n in table.items() if n.lower().startswith("femur")] or [2, 3]
     synthetic = {
-        names.get(m, m): read_volume(Path(d) / f"{files.subject}.nii.gz").data for m, d in synthetic_dirs.items()
+        MODEL_LABELS.get(m, m): read_volume(Path(d) / f"{files.subject}.nii.gz").data for m, d in synthetic_dirs.items()
     }
     return plot_qualitative(
         out_stem,

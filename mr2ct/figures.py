@@ -41,7 +41,8 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from .plotting import save_png_pdf  # noqa: E402
-from .statistics import METRIC_LABEL, MODEL_ORDER, bootstrap_mean_ci  # noqa: E402
+from .settings import ARMS, MODEL_LABELS, MODEL_ORDER  # noqa: E402
+from .statistics import METRIC_LABEL, bootstrap_mean_ci  # noqa: E402
 
 __all__ = [
     "ARMS",
@@ -62,19 +63,20 @@ SINGLE_COLUMN_IN = 3.5
 DOUBLE_COLUMN_IN = 7.0
 PNG_DPI = 300
 
-#: The two compared arms: drawn with confidence bands and subject points.
-ARMS: tuple[str, ...] = ("cyclegan", "cyclegan_gc")
-
-#: Colour (Okabe–Ito palette where possible), legend label, marker and line
-#: style of each model / segmentation source.
+#: Colour (Okabe–Ito palette where possible), marker and line style of each model /
+#: segmentation source; labels from :data:`mr2ct.settings.MODEL_LABELS`. The two arms
+#: (:data:`mr2ct.settings.ARMS`) are drawn with confidence bands and subject points.
 MODEL_STYLE: dict[str, dict[str, str]] = {
-    "cyclegan": {"color": "#E69F00", "label": "CycleGAN", "marker": "o", "linestyle": "-"},
-    "cyclegan_gc": {"color": "#0072B2", "label": "CycleGAN + GC", "marker": "s", "linestyle": "-"},
-    "reference_supervised": {"color": "#009E73", "label": "supervised (paired)", "marker": "^", "linestyle": "--"},
-    "baseline_constant": {"color": "#8C8C8C", "label": "constant baseline", "marker": "x", "linestyle": ":"},
-    "baseline_histmatch": {"color": "#7B3294", "label": "histogram matching", "marker": "d", "linestyle": ":"},
-    "reference_resampled": {"color": "#000000", "label": "real CT, resampled", "marker": "+", "linestyle": "-."},
-    "real_ct": {"color": "#4D4D4D", "label": "real CT", "marker": "D", "linestyle": "-"},
+    model: {"label": MODEL_LABELS[model], **style}
+    for model, style in {
+        "cyclegan": {"color": "#E69F00", "marker": "o", "linestyle": "-"},
+        "cyclegan_gc": {"color": "#0072B2", "marker": "s", "linestyle": "-"},
+        "reference_supervised": {"color": "#009E73", "marker": "^", "linestyle": "--"},
+        "baseline_constant": {"color": "#8C8C8C", "marker": "x", "linestyle": ":"},
+        "baseline_histmatch": {"color": "#7B3294", "marker": "d", "linestyle": ":"},
+        "reference_resampled": {"color": "#000000", "marker": "+", "linestyle": "-."},
+        "real_ct": {"color": "#4D4D4D", "marker": "D", "linestyle": "-"},
+    }.items()
 }
 
 #: Default file stems (no suffix) of the figures, by content.
@@ -274,9 +276,8 @@ def plot_metric_vs_size(
 # figures 5–6: segmentation per structure
 # --------------------------------------------------------------------------- #
 _SEGMENTATION_GROUPS: tuple[tuple[str, str], ...] = (
-    ("real_ct", "real CT"),
-    ("cyclegan", "synthetic CT, CycleGAN"),
-    ("cyclegan_gc", "synthetic CT, CycleGAN + GC"),
+    ("real_ct", MODEL_LABELS["real_ct"]),
+    *((arm, f"synthetic CT, {MODEL_LABELS[arm]}") for arm in ARMS),
 )
 
 
@@ -478,21 +479,18 @@ _LOSS_PANELS: tuple[tuple[str, str], ...] = (
     ("gc_loss", "GC loss (1 − GC)"),
 )
 
-_RUN_PATH = re.compile(r"(?:^|/)(?P<size>[^/]+)/(?P<model>[^/]+)/fold(?P<fold>\d+)/losses\.tsv$")
 
-
-def read_loss_tables(paths: Iterable[str | os.PathLike]) -> dict[tuple[int, str, int], pd.DataFrame]:
-    """Read ``.../{size}/{model}/fold{fold}/losses.tsv`` files into ``{(size, model, fold): table}``."""
-    tables = {}
-    for path in paths:
-        match = _RUN_PATH.search(Path(path).as_posix())
-        if not match:
-            raise ValueError(
-                f"cannot read size/model/fold from '{path}' (expected .../<size>/<model>/fold<k>/losses.tsv)"
-            )
-        key = (int(match["size"]), match["model"], int(match["fold"]))
-        tables[key] = pd.read_csv(path, sep="\t")
-    return tables
+def read_loss_tables(
+    paths: Sequence[str | os.PathLike], runs: Sequence[Sequence]
+) -> dict[tuple[int, str, int], pd.DataFrame]:
+    """Read the runs' ``losses.tsv`` files into ``{(size, model, fold): table}``; ``runs[i]`` is the
+    ``(size, model, fold)`` of ``paths[i]`` (as the workflow names them, not guessed from the path)."""
+    if len(paths) != len(runs):
+        raise ValueError(f"{len(paths)} loss table(s) for {len(runs)} run(s)")
+    return {
+        (int(size), str(model), int(fold)): pd.read_csv(path, sep="\t")
+        for path, (size, model, fold) in zip(paths, runs)
+    }
 
 
 def _smooth(values: pd.Series, window: int) -> pd.Series:

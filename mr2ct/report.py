@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .evaluation import write_table
+from .evaluation import BONE_PREFIXES, write_table
 from .io import atomic_write_text
+from .settings import ARMS, MODELS
 
 __all__ = [
     "README_MARKERS",
@@ -36,11 +37,15 @@ SURFACE_DISTANCE_NOTE = (
 )
 
 
-def statistics_job(synthesis_csv, segmentation_csv, out_statistics, out_summary, out_markdown, seed: int) -> list[Path]:
-    """Paired GC-vs-no-GC statistics and mean ± sd summaries (CSV and Markdown)."""
+def statistics_job(
+    synthesis_csv, segmentation_csv, out_statistics, out_summary, out_markdown, out_verdict, seed: int
+) -> list[Path]:
+    """Paired GC-vs-no-GC statistics, mean ± sd summaries (CSV and Markdown) and the verdict on
+    the paper's findings (reStructuredText-safe lines for the report's front page)."""
     from .statistics import segmentation_statistics, statistics_table, summary_table, to_markdown
 
     synthesis = pd.read_csv(synthesis_csv)
+    segmentation = None
     parts = [statistics_table(synthesis, SYNTHESIS_METRICS, seed=seed).assign(experiment="synthesis")]
     summaries = [summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model")).assign(experiment="synthesis")]
     markdown = [
@@ -62,12 +67,21 @@ def statistics_job(synthesis_csv, segmentation_csv, out_statistics, out_summary,
             to_markdown(seg_summary),
             SURFACE_DISTANCE_NOTE,
         ]
+    statistics = pd.concat(parts, ignore_index=True)
     written = [
-        write_table(pd.concat(parts, ignore_index=True), out_statistics),
+        write_table(statistics, out_statistics),
         write_table(pd.concat(summaries, ignore_index=True), out_summary),
     ]
     written.append(atomic_write_text(out_markdown, "\n".join(markdown) + "\n"))
+    lines = findings(synthesis, statistics, segmentation, seed=seed)
+    written.append(atomic_write_text(out_verdict, "\n".join(verdict(lines)) + "\n"))
     return written
+
+
+def verdict(findings_lines: Sequence[str]) -> list[str]:
+    """The verdict part of :func:`findings` (from its "Verdict per finding" line on)."""
+    start = next((i for i, line in enumerate(findings_lines) if line.startswith("**Verdict")), len(findings_lines))
+    return list(findings_lines[start:])
 
 
 def _with_source_model(segmentation: pd.DataFrame) -> pd.DataFrame:
@@ -80,14 +94,19 @@ def _with_source_model(segmentation: pd.DataFrame) -> pd.DataFrame:
 
 
 def figures_job(
-    synthesis_csv, segmentation_csv, loss_paths: Sequence[str | os.PathLike], out_dir, seed: int
+    synthesis_csv,
+    segmentation_csv,
+    loss_paths: Sequence[str | os.PathLike],
+    runs: Sequence[Sequence],
+    out_dir,
+    seed: int,
 ) -> list[Path]:
     """Figures 1–3 and 5–7 (PNG and PDF) from the tables and the runs' loss tables."""
     from .figures import FIGURE_STEMS, plot_metric_vs_size, read_loss_tables, render_all
 
     synthesis = pd.read_csv(synthesis_csv)
     segmentation = pd.read_csv(segmentation_csv) if segmentation_csv else None
-    written = render_all(synthesis, segmentation, read_loss_tables(loss_paths), out_dir, seed=seed)
+    written = render_all(synthesis, segmentation, read_loss_tables(loss_paths, runs), out_dir, seed=seed)
     return written + plot_metric_vs_size(synthesis, "ssim", Path(out_dir) / FIGURE_STEMS["ssim"], seed=seed)
 
 
@@ -123,19 +142,27 @@ def _with_gc(verdict: str) -> str:
     return f"{verdict} with GC" if verdict in ("lower", "higher") else verdict
 
 
+#: Experiment 2 counts as reproduced ("synthetic CT is usable for segmentation") when the mean
+#: Dice on CycleGAN + GC synthetic CT is within this of the mean Dice on real CT.
+USABLE_DICE_GAP = 0.10
+
+
 def findings(
     synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd.DataFrame | None, seed: int = 0
 ) -> list[str]:
     """The paper's three findings checked against this run's tables, as Markdown lines.
 
     1. more training data → lower MAE (largest vs smallest size, paired on fold and
-       subject, per model); 2. GC → lower boundary MAE (from the statistics table);
-    3. synthetic CT usable for segmentation (mean Dice of bone and of all structures on
-       synthetic vs real CT at the largest size). Also every model's MAE relative to the
-       constant baseline on the same subjects, which says whether it learnt anything.
+       subject, per arm); 2. GC → lower MAE and boundary MAE (per size, from the statistics
+       table); 3. synthetic CT usable for segmentation (mean Dice on CycleGAN + GC synthetic
+       CT within :data:`USABLE_DICE_GAP` of real CT at the largest size). A difference counts
+       only when its bootstrap CI and its Wilcoxon test agree. First every model's MAE relative
+       to the constant baseline on the same subjects, which says whether it learnt anything;
+       last a verdict per finding.
     """
     from .statistics import paired_comparison
 
+    gc_arm, plain_arm = ARMS[1], ARMS[0]
     lines = ["### The paper's findings on this run (computed from the tables above)", ""]
     sizes = sorted(synthesis["size"].dropna().unique())
     largest = sizes[-1]
@@ -147,51 +174,90 @@ def findings(
         "| model | " + " | ".join(f"size {s:g}" for s in sizes) + " |",
         "|---|" + "---|" * len(sizes),
     ]
-    for model in ("cyclegan", "cyclegan_gc", "reference_supervised", "baseline_histmatch", "reference_resampled"):
+    ratios = {}
+    for model in (*MODELS, "baseline_histmatch", "reference_resampled"):
         rows = synthesis[synthesis["model"] == model].set_index(["size", "fold", "subject"])["mae"]
         if rows.empty:
             continue
-        ratio = (rows / base.reindex(rows.index)).groupby(level="size").mean()
-        lines.append(f"| {model} | " + " | ".join(f"{ratio.get(s, float('nan')):.2f}" for s in sizes) + " |")
+        ratios[model] = (rows / base.reindex(rows.index)).groupby(level="size").mean()
+        lines.append(f"| {model} | " + " | ".join(f"{ratios[model].get(s, float('nan')):.2f}" for s in sizes) + " |")
     lines.append("")
 
+    verdicts: dict[str, list[str]] = {"data": [], "gc": [], "boundary": []}
     if len(sizes) > 1:
-        frame = synthesis[
-            synthesis["model"].isin(["cyclegan", "cyclegan_gc"]) & synthesis["size"].isin([sizes[0], largest])
-        ]
+        frame = synthesis[synthesis["model"].isin(ARMS) & synthesis["size"].isin([sizes[0], largest])]
         by_size = paired_comparison(frame, "mae", a=largest, b=sizes[0], by=("model",), model_column="size", seed=seed)
         for row in by_size.itertuples():
+            verdict = _verdict(row.ci_low, row.ci_high, row.wilcoxon_p)
+            verdicts["data"].append(f"{row.model}: {verdict}")
             lines.append(
                 f"- **More training data → lower MAE** ({row.model}): size {largest:g} vs {sizes[0]:g}: "
                 f"{row.mean_a:.1f} vs {row.mean_b:.1f} HU, difference {row.mean_difference:+.1f} HU "
                 f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): "
-                f"{_verdict(row.ci_low, row.ci_high, row.wilcoxon_p)}."
+                f"{verdict}."
             )
-    gc = statistics[(statistics["experiment"] == "synthesis") & (statistics["metric"] == "mae_boundary")]
-    for row in gc.itertuples():
-        if not row.n_pairs > 0:
+    for metric, key, label in (("mae", "gc", "MAE"), ("mae_boundary", "boundary", "boundary MAE")):
+        rows = statistics[(statistics["experiment"] == "synthesis") & (statistics["metric"] == metric)]
+        for row in rows.itertuples():
+            if not row.n_pairs > 0:
+                lines.append(f"- **GC → lower {label}** (size {row.size:g}): not computable (no pairs).")
+                continue
+            verdict = _with_gc(_verdict(row.ci_low, row.ci_high, row.wilcoxon_p))
+            verdicts[key].append(f"size {row.size:g}: {verdict}")
             lines.append(
-                f"- **GC → lower boundary MAE** (size {row.size:g}): not computable (no pairs with a boundary)."
+                f"- **GC → lower {label}** (size {row.size:g}): {row.mean_a:.1f} vs {row.mean_b:.1f} HU, "
+                f"difference {row.mean_difference:+.1f} HU [{row.ci_low:+.1f}, {row.ci_high:+.1f}], "
+                f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): {verdict}."
             )
-            continue
-        lines.append(
-            f"- **GC → lower boundary MAE** (size {row.size:g}): {row.mean_a:.1f} vs {row.mean_b:.1f} HU, "
-            f"difference {row.mean_difference:+.1f} HU [{row.ci_low:+.1f}, {row.ci_high:+.1f}], "
-            f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): "
-            f"{_with_gc(_verdict(row.ci_low, row.ci_high, row.wilcoxon_p))}."
-        )
+    usable = None
     if segmentation is not None and not segmentation.empty:
-        bone = segmentation["structure"].isin(["pelvis", "femur_left", "femur_right"])
+        bone = segmentation["structure"].str.lower().str.startswith(BONE_PREFIXES)
         real = segmentation[segmentation["source"] == "real_ct"]
         synthetic = segmentation[(segmentation["source"] == "synthetic_ct") & (segmentation["size"] == largest)]
         parts = [f"real CT {real['dice'].mean():.2f} (bone {real.loc[bone, 'dice'].mean():.2f})"]
-        for model in ("cyclegan", "cyclegan_gc", "reference_supervised"):
+        for model in MODELS:
             rows = synthetic[synthetic["model"] == model]
             if not rows.empty:
                 parts.append(f"{model} {rows['dice'].mean():.2f} (bone {rows.loc[bone, 'dice'].mean():.2f})")
         lines.append(
             f"- **Synthetic CT for segmentation** (size {largest:g}, mean Dice over structures, folds and "
             f"subjects): " + "; ".join(parts) + "."
+        )
+        gc_rows = synthetic[synthetic["model"] == gc_arm]
+        if not gc_rows.empty:
+            usable = (float(real["dice"].mean()), float(gc_rows["dice"].mean()))
+
+    def reproduced(found: list[str], word: str) -> str:
+        hits = sum(word in f for f in found)
+        return "reproduced" if found and hits == len(found) else ("partly reproduced" if hits else "not reproduced")
+
+    gc_data = [v for v in verdicts["data"] if v.startswith(f"{gc_arm}:")]
+    lines += ["", "**Verdict per finding** (a difference counts when its bootstrap CI and Wilcoxon test agree):", ""]
+    if verdicts["data"]:
+        lines.append(
+            f"1. *More training data improves accuracy*: {reproduced(gc_data, 'lower')} for CycleGAN + GC "
+            f"({'; '.join(verdicts['data'])})."
+        )
+    lines.append(
+        f"2. *GC improves accuracy, especially at boundaries*: MAE {reproduced(verdicts['gc'], 'lower with GC')} "
+        f"({'; '.join(verdicts['gc'])}); boundary MAE {reproduced(verdicts['boundary'], 'lower with GC')} "
+        f"({'; '.join(verdicts['boundary'])})."
+    )
+    if usable is not None:
+        real_dice, gc_dice = usable
+        word = "reproduced" if real_dice - gc_dice <= USABLE_DICE_GAP else "not reproduced"
+        lines.append(
+            f"3. *Synthetic CT is usable for segmentation* (criterion: mean Dice on CycleGAN + GC synthetic CT "
+            f"within {USABLE_DICE_GAP:.2f} of real CT): {word} ({gc_dice:.2f} vs {real_dice:.2f})."
+        )
+    else:
+        lines.append("3. *Synthetic CT is usable for segmentation*: not run (the cohort has no label maps).")
+    if gc_arm in ratios:
+        lines.append("")
+        lines.append(
+            f"CycleGAN + GC at size {largest:g}: {ratios[gc_arm].get(largest, float('nan')):.2f}× the constant "
+            f"baseline's MAE (quality bar 0.85×, long-run goal 0.6×); plain CycleGAN "
+            f"{ratios.get(plain_arm, pd.Series(dtype=float)).get(largest, float('nan')):.2f}×."
         )
     return lines + [""]
 

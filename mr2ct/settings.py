@@ -19,9 +19,24 @@ import numpy as np
 
 from .io import InputError
 
-__all__ = ["MODELS", "SegmentationSettings", "TrainSettings"]
+__all__ = ["ARMS", "MODELS", "MODEL_LABELS", "MODEL_ORDER", "SegmentationSettings", "TrainSettings"]
 
+#: The models the workflow trains (config key ``models`` chooses among them).
 MODELS = ("cyclegan", "cyclegan_gc", "reference_supervised")
+#: The two arms of the experiment, compared pairwise (without and with the GC loss).
+ARMS = ("cyclegan", "cyclegan_gc")
+#: Every "model" a table names, in display order, with its label: the trained models, the
+#: reference predictions scored next to them, and the real CT (segmentation source).
+MODEL_LABELS = {
+    "cyclegan": "CycleGAN",
+    "cyclegan_gc": "CycleGAN + GC",
+    "reference_supervised": "supervised (paired)",
+    "baseline_constant": "constant baseline",
+    "baseline_histmatch": "histogram matching",
+    "reference_resampled": "real CT, resampled",
+    "real_ct": "real CT",
+}
+MODEL_ORDER = tuple(MODEL_LABELS)
 #: train.amp: bf16 autocast where the device supports bf16 ("auto"), always ("bf16") or never ("none")
 AMP_MODES = ("auto", "none", "bf16")
 #: train.upsampling of the generator: transposed convolution (the paper's) or resize-then-convolve

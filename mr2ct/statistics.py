@@ -44,12 +44,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .settings import ARMS, MODEL_ORDER
+
 __all__ = [
     "COMPARISON_COLUMNS",
     "METRIC_DECIMALS",
     "METRIC_DIRECTION",
     "METRIC_LABEL",
-    "MODEL_ORDER",
     "SEGMENTATION_METRICS",
     "SYNTHESIS_METRICS",
     "better_model",
@@ -107,16 +108,6 @@ METRIC_DECIMALS: dict[str, int] = {
 SYNTHESIS_METRICS: tuple[str, ...] = ("mae", "psnr", "ssim", "mae_boundary")
 SEGMENTATION_METRICS: tuple[str, ...] = ("dice", "assd_mm")
 
-#: Display order of the models/sources in tables and figures.
-MODEL_ORDER: tuple[str, ...] = (
-    "cyclegan",
-    "cyclegan_gc",
-    "reference_supervised",
-    "baseline_constant",
-    "baseline_histmatch",
-    "reference_resampled",
-    "real_ct",
-)
 
 #: Columns of :func:`paired_comparison` after the grouping columns.
 COMPARISON_COLUMNS: tuple[str, ...] = (
@@ -277,8 +268,8 @@ def _require(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 def paired_comparison(
     table: pd.DataFrame,
     metric: str,
-    a: str = "cyclegan_gc",
-    b: str = "cyclegan",
+    a: str = ARMS[1],
+    b: str = ARMS[0],
     by: str | Sequence[str] = ("size",),
     pair_on: str | Sequence[str] = ("fold", "subject"),
     n_boot: int = 10000,
@@ -419,8 +410,8 @@ def statistics_table(
     synthesis: pd.DataFrame,
     metrics: Sequence[str] = SYNTHESIS_METRICS,
     seed: int = 0,
-    a: str = "cyclegan_gc",
-    b: str = "cyclegan",
+    a: str = ARMS[1],
+    b: str = ARMS[0],
     n_boot: int = 10000,
 ) -> pd.DataFrame:
     """GC vs. no GC on every synthesis metric and training-set size.
@@ -439,7 +430,7 @@ def statistics_table(
 def compare_to_real_ct(
     segmentation: pd.DataFrame,
     metric: str = "dice",
-    models: Sequence[str] = ("cyclegan", "cyclegan_gc"),
+    models: Sequence[str] = ARMS,
     n_boot: int = 10000,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -474,8 +465,8 @@ def segmentation_statistics(
     segmentation: pd.DataFrame,
     metrics: Sequence[str] = SEGMENTATION_METRICS,
     seed: int = 0,
-    a: str = "cyclegan_gc",
-    b: str = "cyclegan",
+    a: str = ARMS[1],
+    b: str = ARMS[0],
     n_boot: int = 10000,
     real_ct_metric: str | None = "dice",
 ) -> pd.DataFrame:

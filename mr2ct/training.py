@@ -421,17 +421,17 @@ def predict_ct(
     return out
 
 
-def _bone(subject: PreprocessedSubject) -> np.ndarray | None:
-    """Bone labels of a cached subject (pelvis and femora by the phantom's naming), if labelled."""
-    if subject.labels is None:
-        return None
-    return np.isin(subject.labels, (1, 2, 3))
-
-
 def evaluate(
-    generator: torch.nn.Module, subjects: Sequence[PreprocessedSubject], device: torch.device
+    generator: torch.nn.Module,
+    subjects: Sequence[PreprocessedSubject],
+    device: torch.device,
+    bone_labels: Sequence[int] = (),
 ) -> dict[str, float]:
-    """MAE and boundary MAE (HU, at training resolution, in the body) over validation subjects."""
+    """MAE and boundary MAE (HU, at training resolution, in the body) over validation subjects.
+
+    The bone is the union of ``bone_labels`` (:func:`mr2ct.evaluation.bone_label_ids` of the
+    label table) in a labelled cache, else the CT above 200 HU, as in the evaluation.
+    """
     maes, boundary = [], []
     for subject in subjects:
         fake = subject.ct_hu(predict_ct(generator, subject.mr, device=device))
@@ -440,7 +440,8 @@ def evaluate(
         spacing = (float(abs(subject.affine[2, 2])) or 1.0, subject.grid.step_mm, subject.grid.step_mm)
         maes.append(mae(real, fake, mask))
         # at training resolution the band is one pixel on either side of the bone surface
-        boundary.append(mae_boundary(real, fake, mask, spacing, bone=_bone(subject), band_mm=subject.grid.step_mm))
+        bone = np.isin(subject.labels, bone_labels) if subject.labels is not None and len(bone_labels) else None
+        boundary.append(mae_boundary(real, fake, mask, spacing, bone=bone, band_mm=subject.grid.step_mm))
     return {"mae": float(np.mean(maes)), "mae_boundary": float(np.nanmean(boundary))}
 
 
@@ -454,8 +455,11 @@ def train_run(
     validation_caches: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     progress: bool = True,
+    bone_labels: Sequence[int] = (),
 ) -> Path:
     """Train one run into ``out_dir`` and return the path of its ``generator.pt``.
+
+    ``bone_labels`` are the label ids of bone (for the boundary MAE of the validation log).
 
     For ``reference_supervised`` the MR and CT caches must be the same subjects
     (paired slices). Resumes from ``out_dir/checkpoint.pt`` when present and
@@ -515,7 +519,7 @@ def train_run(
             return
         for net in run._modules():
             net.eval()
-        scores = evaluate(run.nets.g_ct, val_subjects, device)
+        scores = evaluate(run.nets.g_ct, val_subjects, device, bone_labels)
         scores.update(
             step=run.step,
             baseline_constant_mae=float(

@@ -12,7 +12,10 @@ if workflow.basedir not in sys.path:
 
 from snakemake.settings.types import ExecMode
 
-from mr2ct.cohort import cohort_from_config, validate_changed
+from mr2ct.cohort import cohort_from_config, read_label_table, validate_changed
+from mr2ct.evaluation import bone_label_ids
+from mr2ct.phantom import LABELS as PHANTOM_LABELS
+from mr2ct.settings import ARMS
 from mr2ct.config import load_yaml, merge, validate_config
 from mr2ct.splits import splits_from_config, statistics_warning
 
@@ -43,6 +46,9 @@ MODELS = config["models"]
 FOLD_IDS = [f.fold for f in FOLDS]
 # experiment 2 needs reference labels (the phantom has them; other cohorts when labels_table is set)
 LABELLED = COHORT.labels_table is not None
+# the label table (the phantom's is written by a job; its ids are fixed) and which of its labels are bone
+LABEL_TABLE = (PHANTOM_LABELS if COHORT.generated else read_label_table(COHORT.labels_table)) if LABELLED else {}
+BONE_LABELS = bone_label_ids(LABEL_TABLE)
 
 
 wildcard_constraints:
@@ -96,14 +102,9 @@ def train_settings(wildcards):
 
 def segmentation_settings(wildcards):
     from dataclasses import asdict
-    from mr2ct.cohort import read_label_table
     from mr2ct.settings import SegmentationSettings
 
-    if COHORT.generated:  # the phantom's table is written by a job; its ids are fixed
-        from mr2ct.phantom import LABELS as table
-    else:
-        table = read_label_table(COHORT.labels_table)
-    n_classes = max(table) + 1
+    n_classes = max(LABEL_TABLE) + 1
     return asdict(SegmentationSettings.from_config(config, int(wildcards.fold), n_classes))
 
 
@@ -111,47 +112,68 @@ def test_caches(wildcards):
     return preprocessed(FOLDS[int(wildcards.fold)].test)
 
 
-# Config that a job reads through mr2ct.evaluation.Design: passed as params so that
-# changing it reruns the job (Snakemake tracks params, not the config a script reads).
-DESIGN_PARAMS = {k: config[k] for k in ("seed", "data", "splits", "preprocess")}
+def test_subjects(wildcards):
+    """The fold's test subjects, in the order of every per-subject input list of its jobs."""
+    return list(FOLDS[int(wildcards.fold)].test)
 
 
-def files_of(subjects):
-    return [str(p) for s in subjects for p in COHORT[s].paths().values()]
+def _files(subjects, kind):
+    return [str(getattr(COHORT[s], kind)) for s in subjects]
 
 
-def test_files(wildcards):
-    """Raw volumes of the fold's test subjects (the references of every score)."""
-    fold = wildcards["fold"] if isinstance(wildcards, dict) else wildcards.fold
-    return files_of(FOLDS[int(fold)].test) + ([str(COHORT.labels_table)] if COHORT.labels_table else [])
+def test_references(wildcards):
+    """What a fold's scores compare with: the test subjects' CT and body mask, and with labels
+    their label volumes and the label table (one list per kind, in test_subjects order)."""
+    subjects = test_subjects(wildcards)
+    files = {"ct": _files(subjects, "ct"), "mask": _files(subjects, "mask")}
+    if LABELLED:
+        files.update(labels=_files(subjects, "labels"), label_table=str(COHORT.labels_table))
+    return files
 
 
-def reference_training_files(wildcards):
-    """What the baselines learn from: the training subjects' volumes and caches, and the test caches."""
+def baseline_inputs(wildcards):
+    """What the baselines of a size and fold learn from (the training MR with its mask and cache,
+    the training CT with its mask) and predict from (the test caches)."""
     ts = training_set(wildcards)
-    fold = FOLDS[int(wildcards.fold)]
-    return files_of(ts.subjects) + preprocessed(ts.mr) + preprocessed(fold.test)
+    return {
+        "caches": test_caches(wildcards),
+        "train_mr": _files(ts.mr, "mr"),
+        "train_mr_mask": _files(ts.mr, "mask"),
+        "train_mr_caches": preprocessed(ts.mr),
+        "train_ct": _files(ts.ct, "ct"),
+        "train_ct_mask": _files(ts.ct, "mask"),
+    }
 
 
-def all_runs_files(stage, suffix):
-    return [
-        f"{RESULTS}/{stage}/{size}/{model}/fold{fold}{suffix}"
-        for size in SIZES
-        for model in MODELS
-        for fold in FOLD_IDS
-    ]
+def baseline_subjects(wildcards):
+    ts = training_set(wildcards)
+    return {"test": test_subjects(wildcards), "mr": list(ts.mr), "ct": list(ts.ct)}
 
 
-def all_runs(stage, filename=""):
-    return [
-        os.path.join(run_path(stage, size=size, model=model, fold=fold), filename)
-        for size in SIZES
-        for model in MODELS
-        for fold in FOLD_IDS
-    ]
+def qualitative_subject(wildcards=None):
+    """The subject of figure 4: fold 0's first test subject, with its MR, CT, mask (and labels)."""
+    subject = COHORT[FOLDS[0].test[0]]
+    files = {"mr": str(subject.mr), "ct": str(subject.ct), "mask": str(subject.mask)}
+    if LABELLED:
+        files.update(labels=str(subject.labels), label_table=str(COHORT.labels_table))
+    return files
 
 
-QUALITATIVE_MODELS = [m for m in ("cyclegan", "cyclegan_gc", "reference_supervised") if m in MODELS]
+#: every training run of the design, (size, model, fold), in the order of all_runs
+RUNS = [(size, model, fold) for size in SIZES for model in MODELS for fold in FOLD_IDS]
+
+
+def all_runs(stage, filename):
+    """results/<stage>/<size>/<model>/fold<k>/<filename> of every run, in RUNS order."""
+    return [os.path.join(run_path(stage, size=size, model=model, fold=fold), filename) for size, model, fold in RUNS]
+
+
+def all_run_tables(stage):
+    """results/<stage>/<size>/<model>/fold<k>.csv of every run, in RUNS order."""
+    return [f"{RESULTS}/{stage}/{size}/{model}/fold{fold}.csv" for size, model, fold in RUNS]
+
+
+QUALITATIVE_MODELS = [m for m in (*ARMS, "reference_supervised") if m in MODELS]
 TABLE_FIGURES = [
     "mae_vs_training_size",
     "psnr_vs_training_size",
@@ -187,3 +209,16 @@ def get_final_output():
         *[f"{RESULTS}/figures/{stem}.{ext}" for stem in [*TABLE_FIGURES, "qualitative_hip"] for ext in ("png", "pdf")],
         f"{RESULTS}/tables/provenance_summary.csv",
     ]
+
+
+def front_page():
+    """The report's front page: report/workflow.rst and, once the statistics job has written
+    it, this run's verdict on the paper's findings (results/tables/findings.rst)."""
+    page = Path(workflow.basedir) / "report" / "workflow.rst"
+    verdict = Path(RESULTS) / "tables" / "findings.rst"
+    if not verdict.exists():
+        return str(page)
+    combined = Path(".snakemake") / "mr2ct" / "report_front_page.rst"
+    combined.parent.mkdir(parents=True, exist_ok=True)
+    combined.write_text(page.read_text() + "\nFindings of this run\n--------------------\n\n" + verdict.read_text())
+    return str(combined.resolve())

@@ -3,8 +3,8 @@
 
 rule synthesis_metrics:
     input:
+        unpack(test_references),
         synthetic=run_path("synthetic_ct"),
-        reference=test_files,
     output:
         f"{RESULTS}/metrics/synthesis/{{size}}/{{model}}/fold{{fold}}.csv",
     log:
@@ -18,16 +18,16 @@ rule synthesis_metrics:
         mem_mb=3000,
         runtime=20,
     params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
+        subjects=test_subjects,
+        band_mm=config["evaluation"]["boundary_band_mm"],
     script:
         "../workflow_scripts/synthesis_metrics.py"
 
 
 rule reference_metrics:
     input:
-        reference=test_files,
-        training=reference_training_files,
+        unpack(test_references),
+        unpack(baseline_inputs),
     output:
         f"{RESULTS}/metrics/synthesis/{{size}}/references/fold{{fold}}.csv",
     log:
@@ -41,15 +41,15 @@ rule reference_metrics:
         mem_mb=4000,
         runtime=20,
     params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
+        subjects=baseline_subjects,
+        band_mm=config["evaluation"]["boundary_band_mm"],
     script:
         "../workflow_scripts/reference_metrics.py"
 
 
 rule synthesis_table:
     input:
-        all_runs_files("metrics/synthesis", ".csv"),
+        all_run_tables("metrics/synthesis"),
         expand(f"{RESULTS}/metrics/synthesis/{{size}}/references/fold{{fold}}.csv", size=SIZES, fold=FOLD_IDS),
     output:
         report(
@@ -67,5 +67,7 @@ rule synthesis_table:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        kind="synthesis",
     script:
         "../workflow_scripts/concat_table.py"

@@ -1,5 +1,6 @@
 # Statistics, summaries and every figure of the paper (PNG + PDF), wrapped for `snakemake --report`.
 
+
 rule statistics:
     input:
         synthesis=f"{RESULTS}/tables/synthesis_metrics.csv",
@@ -8,6 +9,7 @@ rule statistics:
         statistics=report(f"{RESULTS}/tables/statistics.csv", caption="../report/statistics.rst", category="Tables"),
         summary=report(f"{RESULTS}/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
         markdown=f"{RESULTS}/tables/summary.md",
+        verdict=f"{RESULTS}/tables/findings.rst",
     log:
         f"{LOGS}/statistics.log",
     benchmark:
@@ -50,14 +52,15 @@ rule figures:
         runtime=10,
     params:
         seed=config["seed"],
+        runs=RUNS,
     script:
         "../workflow_scripts/figures.py"
 
 
 rule qualitative_figure:
     input:
+        unpack(qualitative_subject),
         synthetic=qualitative_inputs,
-        reference=lambda wc: test_files({"fold": 0}),
     output:
         png=figure("qualitative_hip", "qualitative"),
         pdf=f"{FIGURES}/qualitative_hip.pdf",
@@ -73,7 +76,7 @@ rule qualitative_figure:
         runtime=10,
     params:
         models=QUALITATIVE_MODELS,
-        design=DESIGN_PARAMS,
+        subject=FOLDS[0].test[0],
     script:
         "../workflow_scripts/qualitative_figure.py"
 

@@ -27,7 +27,7 @@ rule train_segmentation:
 rule segment_real_ct:
     input:
         model=f"{RESULTS}/segmenter/fold{{fold}}/model.pt",
-        ct=test_files,
+        ct=lambda wc: test_references(wc)["ct"],
         caches=test_caches,
     output:
         directory(f"{RESULTS}/labels/real_ct/fold{{fold}}"),
@@ -42,8 +42,7 @@ rule segment_real_ct:
         mem_mb=3000,
         runtime=20,
     params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
+        subjects=test_subjects,
     script:
         "../workflow_scripts/segment.py"
 
@@ -66,16 +65,16 @@ rule segment_synthetic_ct:
         mem_mb=3000,
         runtime=20,
     params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
+        subjects=test_subjects,
     script:
         "../workflow_scripts/segment.py"
 
 
 rule segmentation_metrics_real_ct:
     input:
-        labels=f"{RESULTS}/labels/real_ct/fold{{fold}}",
-        reference=test_files,
+        predicted=f"{RESULTS}/labels/real_ct/fold{{fold}}",
+        reference=lambda wc: test_references(wc)["labels"],
+        label_table=lambda wc: test_references(wc)["label_table"],
     output:
         f"{RESULTS}/metrics/segmentation/real_ct/fold{{fold}}.csv",
     log:
@@ -89,16 +88,16 @@ rule segmentation_metrics_real_ct:
         mem_mb=3000,
         runtime=20,
     params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
+        subjects=test_subjects,
     script:
         "../workflow_scripts/segmentation_metrics.py"
 
 
 rule segmentation_metrics_synthetic_ct:
     input:
-        labels=run_path("labels"),
-        reference=test_files,
+        predicted=run_path("labels"),
+        reference=lambda wc: test_references(wc)["labels"],
+        label_table=lambda wc: test_references(wc)["label_table"],
     output:
         f"{RESULTS}/metrics/segmentation/{{size}}/{{model}}/fold{{fold}}.csv",
     log:
@@ -112,8 +111,7 @@ rule segmentation_metrics_synthetic_ct:
         mem_mb=3000,
         runtime=20,
     params:
-        design=DESIGN_PARAMS,
-        evaluation=config["evaluation"],
+        subjects=test_subjects,
     script:
         "../workflow_scripts/segmentation_metrics.py"
 
@@ -121,7 +119,7 @@ rule segmentation_metrics_synthetic_ct:
 rule segmentation_table:
     input:
         expand(f"{RESULTS}/metrics/segmentation/real_ct/fold{{fold}}.csv", fold=FOLD_IDS),
-        all_runs_files("metrics/segmentation", ".csv"),
+        all_run_tables("metrics/segmentation"),
     output:
         report(
             f"{RESULTS}/tables/segmentation_metrics.csv",
@@ -138,5 +136,7 @@ rule segmentation_table:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        kind="segmentation",
     script:
         "../workflow_scripts/concat_table.py"

@@ -20,6 +20,7 @@ rule train:
         runtime=120,
     params:
         settings=train_settings,
+        bone_labels=BONE_LABELS,
     script:
         "../workflow_scripts/train.py"
 

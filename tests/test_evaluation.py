@@ -83,7 +83,7 @@ def test_segmentation_rows_and_table(subjects, tmp_path):
     assert (b.set_index("structure").drop(index="pelvis")["empty_prediction"] == 0).all()
     write_table(a, tmp_path / "a.csv")
     write_table(b, tmp_path / "b.csv")
-    out = concat_parts([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "all.csv")
+    out = concat_parts([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "all.csv", "segmentation")
     text = out.read_text()
     assert text.splitlines()[0] == "size,model,fold,subject,source,structure,dice,assd_mm,hd95_mm,empty_prediction"
     assert len(text.splitlines()) == 1 + 2 * len(LABELS)

@@ -180,11 +180,11 @@ def test_read_loss_tables(tmp_path):
     path = tmp_path / "results" / "models" / "4" / "cyclegan_gc" / "fold1" / "losses.tsv"
     path.parent.mkdir(parents=True)
     table.to_csv(path, sep="\t", index=False)
-    tables = F.read_loss_tables([path])
+    tables = F.read_loss_tables([path], [(4, "cyclegan_gc", 1)])
     assert list(tables) == [(4, "cyclegan_gc", 1)]
     pd.testing.assert_frame_equal(tables[(4, "cyclegan_gc", 1)], table, check_dtype=False)
-    with pytest.raises(ValueError, match="size/model/fold"):
-        F.read_loss_tables([tmp_path / "losses.tsv"])
+    with pytest.raises(ValueError, match="1 loss table"):
+        F.read_loss_tables([path], [])
 
 
 @pytest.mark.parametrize(

@@ -396,6 +396,7 @@ def test_readme_findings_read_the_tables_right(tmp_path):
         tmp_path / "stats.csv",
         tmp_path / "summary.csv",
         tmp_path / "summary.md",
+        tmp_path / "findings.rst",
         seed=0,
     )
     block = readme_results(tmp_path / "summary.md", tmp_path / "stats.csv", tmp_path / "synthesis.csv")
@@ -409,6 +410,12 @@ def test_readme_findings_read_the_tables_right(tmp_path):
     ratio_row = next(line for line in lines if line.startswith("| cyclegan_gc |"))
     ratios = [float(v) for v in ratio_row.strip("|").split("|")[1:]]
     assert ratios == pytest.approx([1.30, 0.90], abs=0.03)  # 130 and 90 HU against a 100 HU baseline
+    verdict = (tmp_path / "findings.rst").read_text()
+    assert "1. *More training data improves accuracy*: reproduced for CycleGAN + GC" in verdict
+    assert "MAE reproduced (size 2: lower with GC; size 6: lower with GC)" in verdict
+    assert "boundary MAE reproduced" in verdict
+    assert "3. *Synthetic CT is usable for segmentation*: not run" in verdict
+    assert verdict.strip() in block  # the README and the report's front page say the same
 
 
 def test_findings_call_a_difference_resolved_only_when_ci_and_wilcoxon_agree():

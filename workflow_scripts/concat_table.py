@@ -6,4 +6,4 @@ from mr2ct.evaluation import concat_parts
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)
-run(sm, lambda: concat_parts(list(sm.input), sm.output[0]))
+run(sm, lambda: concat_parts(list(sm.input), sm.output[0], sm.params.kind))

@@ -10,4 +10,9 @@ from mr2ct.workflow import run
 sm = snakemake  # noqa: F821  (provided by Snakemake)
 segmentation = sm.input.segmentation[0] if sm.input.segmentation else None
 out_dir = Path(sm.output.mae).parent
-run(sm, lambda: figures_job(sm.input.synthesis, segmentation, list(sm.input.losses), out_dir, sm.params.seed))
+run(
+    sm,
+    lambda: figures_job(
+        sm.input.synthesis, segmentation, list(sm.input.losses), sm.params.runs, out_dir, sm.params.seed
+    ),
+)

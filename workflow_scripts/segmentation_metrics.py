@@ -2,11 +2,12 @@
 
 import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
-from mr2ct.evaluation import segmentation_metrics_job
+from mr2ct.evaluation import segmentation_metrics_job, subject_inputs
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)
-w = sm.wildcards
+i, w = sm.input, sm.wildcards
+subjects = subject_inputs(sm.params.subjects, labels=i.reference)
 size = int(w.size) if "size" in w.keys() else None
 model = w.get("model", "real_ct")
-run(sm, lambda: segmentation_metrics_job(sm.config, int(w.fold), sm.input.labels, sm.output[0], size, model))
+run(sm, lambda: segmentation_metrics_job(subjects, i.label_table, i.predicted, sm.output[0], int(w.fold), size, model))

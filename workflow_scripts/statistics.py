@@ -8,4 +8,9 @@ from mr2ct.workflow import run
 sm = snakemake  # noqa: F821  (provided by Snakemake)
 segmentation = sm.input.segmentation[0] if sm.input.segmentation else None
 o = sm.output
-run(sm, lambda: statistics_job(sm.input.synthesis, segmentation, o.statistics, o.summary, o.markdown, sm.params.seed))
+run(
+    sm,
+    lambda: statistics_job(
+        sm.input.synthesis, segmentation, o.statistics, o.summary, o.markdown, o.verdict, sm.params.seed
+    ),
+)

@@ -9,4 +9,10 @@ from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)
 settings = TrainSettings(**sm.params.settings)
-run(sm, lambda: train_run(settings, sm.input.mr, sm.input.ct, sm.input.validation, Path(sm.output.generator).parent))
+out_dir = Path(sm.output.generator).parent
+run(
+    sm,
+    lambda: train_run(
+        settings, sm.input.mr, sm.input.ct, sm.input.validation, out_dir, bone_labels=sm.params.bone_labels
+    ),
+)
