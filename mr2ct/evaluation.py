@@ -155,6 +155,13 @@ def _normalised_mr(files: SubjectInputs, cache_path: str | os.PathLike) -> np.nd
     return np.clip(2.0 * (mr - lo) / (hi - lo) - 1.0, -1.0, 1.0)
 
 
+def quantile_map(source: np.ndarray, target: np.ndarray, n_quantiles: int = 1001) -> tuple[np.ndarray, np.ndarray]:
+    """The map of unpaired histogram matching: equal quantiles of ``source`` and ``target`` values
+    (apply with ``np.interp(x, *quantile_map(...))``); both outputs are non-decreasing."""
+    q = np.linspace(0.0, 1.0, n_quantiles)
+    return np.quantile(source, q), np.quantile(target, q)
+
+
 def reference_predictions(
     test_subjects: Sequence[SubjectInputs],
     test_caches: Sequence[str | os.PathLike],
@@ -173,14 +180,11 @@ def reference_predictions(
     """
     ct_values = np.concatenate([_body_values(s.ct, s.mask) for s in train_ct])
     mean_hu = float(ct_values.mean())
-    q = np.linspace(0.0, 1.0, n_quantiles)
-    ct_quantiles = np.quantile(ct_values, q)
-    del ct_values
     mr_values = np.concatenate(
         [_normalised_mr(s, cache)[read_volume(s.mask, dtype=np.uint8).data > 0] for s, cache in train_mr]
     )
-    mr_quantiles = np.quantile(mr_values, q)
-    del mr_values
+    mr_quantiles, ct_quantiles = quantile_map(mr_values, ct_values, n_quantiles)
+    del ct_values, mr_values
     rows = []
     for files, cache_path in zip(test_subjects, test_caches):
         reference = _Reference(files, label_table, band_mm)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from mr2ct.cohort import SubjectFiles
 from mr2ct.evaluation import (
     bone_mask,
     concat_parts,
+    quantile_map,
     reference_predictions,
     segmentation_rows,
     synthesis_rows,
@@ -56,6 +60,18 @@ def test_reference_predictions(subjects, caches):
     expected = mae(ref, np.full_like(ref, ct_train.mean()), body)
     got = table.query("model == 'baseline_constant' and subject == @test[0].subject")["mae"].item()
     assert got == pytest.approx(expected, rel=1e-4)
+
+    # histogram matching, computed independently: the test MR's body-percentile normalisation (from
+    # its cache), then the train MR body quantiles -> train CT body quantiles, monotone increasing
+    def normalised_mr(s, cache):
+        lo, hi = np.load(cache)["mr_range"]
+        return np.clip(2.0 * (read_volume(s.mr).data - lo) / (hi - lo) - 1.0, -1.0, 1.0)
+
+    q = np.linspace(0, 1, 1001)
+    mr_train = normalised_mr(train_mr[0], caches[2])[read_volume(train_mr[0].mask).data > 0]
+    matched = np.interp(normalised_mr(test[0], caches[0]), np.quantile(mr_train, q), np.quantile(ct_train, q))
+    got = table.query("model == 'baseline_histmatch' and subject == @test[0].subject")["mae"].item()
+    assert got == pytest.approx(mae(ref, matched, body), rel=1e-4)
     by_model = table.groupby("model")["mae"].mean()
     # the real CT at training resolution is far better than knowing only the mean
     assert by_model["reference_resampled"] < 0.8 * by_model["baseline_constant"]
@@ -87,3 +103,20 @@ def test_segmentation_rows_and_table(subjects, tmp_path):
     text = out.read_text()
     assert text.splitlines()[0] == "size,model,fold,subject,source,structure,dice,assd_mm,hd95_mm,empty_prediction"
     assert len(text.splitlines()) == 1 + 2 * len(LABELS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    source=hnp.arrays(np.float64, st.integers(2, 400), elements=st.floats(-1, 1)),
+    target=hnp.arrays(np.float64, st.integers(2, 400), elements=st.floats(-1024, 3000)),
+)
+def test_histogram_matching_map_is_monotone_and_matches_the_target_range(source, target):
+    assume(np.ptp(source) > 0)  # a constant MR has no histogram to match (validation refuses it)
+    xs, ys = quantile_map(source, target, n_quantiles=101)
+    assert np.all(np.diff(xs) >= 0) and np.all(np.diff(ys) >= 0)  # increasing: never an inverted map
+    mapped = np.interp(source, xs, ys)
+    assert mapped.min() >= target.min() - 1e-9 and mapped.max() <= target.max() + 1e-9
+    # order-preserving: a brighter MR voxel never gets a lower HU (an inverted map would)
+    order = np.argsort(source, kind="stable")
+    assert np.all(np.diff(mapped[order]) >= -1e-9)
+    assert np.interp(source.max(), xs, ys) == pytest.approx(target.max())

@@ -13,6 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mr2ct.cohort import SubjectFiles
 from mr2ct.io import Volume, read_volume, write_volume
@@ -157,3 +159,32 @@ def test_a_left_sided_marker_stays_left_through_preprocessing_synthesis_and_segm
     predicted = np.asarray(nib.load(str(out)).dataobj) == MARKER_LABEL
     assert predicted[disk["marker"] > 0].mean() > 0.6
     assert predicted[disk["mirrored"] > 0].mean() < 0.05
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.sampled_from([16, 24, 32]),
+    step=st.floats(2.0, 8.0),
+    spacing=st.tuples(st.floats(1.0, 4.0), st.floats(1.0, 4.0)),
+    centre=st.tuples(st.floats(-3.0, 3.0), st.floats(-3.0, 3.0)),
+    slope=st.tuples(st.floats(-5.0, 5.0), st.floats(-5.0, 5.0), st.floats(-5.0, 5.0)),
+)
+def test_slices_and_back_reproduce_a_linear_volume(size, step, spacing, centre, slope):
+    """to_volume(to_slices(x)) = x wherever the slice grid covers the volume, for any linear x
+    (linear interpolation and the anti-aliasing blur are exact on linear images): a flipped,
+    shifted or rescaled axis in either direction would break it."""
+    from mr2ct.preprocess import SliceGrid
+
+    shape = (40, 36, 3)
+    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
+    volume = (slope[0] * i + slope[1] * j + slope[2] * k + 100.0).astype(np.float32)
+    grid = SliceGrid(size, step, (shape[0] / 2 + centre[0], shape[1] / 2 + centre[1]), spacing)
+    back = grid.to_volume(grid.to_slices(volume), shape[:2], cval=np.nan)
+    # the anti-aliasing blur (sigma (f - 1) / 2, truncated at 4 sigma) must not reach the volume's border
+    fx, fy = step / spacing[0], step / spacing[1]
+    margin_x, margin_y = int(np.ceil(2 * max(fx - 1, 0))) + 2, int(np.ceil(2 * max(fy - 1, 0))) + 2
+    inner = np.zeros(shape, bool)
+    inner[margin_x : shape[0] - margin_x, margin_y : shape[1] - margin_y] = True
+    covered = inner & np.isfinite(back)
+    assert covered.sum() > 50
+    np.testing.assert_allclose(back[covered], volume[covered], rtol=0, atol=1e-4 * (100 + np.abs(slope).sum() * 40))
