@@ -116,10 +116,15 @@ def cohort_from_config(config: dict[str, Any], results: str | os.PathLike = "res
     labels_table = Path(data["labels_table"]) if data.get("labels_table") else None
     if labels_table is not None and not labels_table.is_file():
         raise InputError(f"config key 'data.labels_table': {labels_table}: file not found")
+    notes: dict[str, Any] = {}
     if source == "synthrad":
-        subjects = discover_synthrad(Path(data["synthrad_dir"]))
+        subjects, ignored = discover_synthrad(Path(data["synthrad_dir"]))
+        if ignored:
+            notes["ignored_folders"] = ignored
     else:
         subjects = read_sheet(Path(data["sheet"]), allow_absolute=data["allow_absolute_paths"])
+    if data.get("labels_dir"):
+        subjects = with_labels_dir(subjects, Path(data["labels_dir"]), labels_table)
     if any(s.labels is not None for s in subjects) and labels_table is None:
         raise InputError(
             "the cohort has label files but config key 'data.labels_table' is not set: give a TSV with columns id, name"
@@ -131,19 +136,49 @@ def cohort_from_config(config: dict[str, Any], results: str | os.PathLike = "res
                 f"config key 'data.labels_table' is set (segmentation, experiment 2) but {len(unlabelled)} subject(s) "
                 f"have no label file: {', '.join(unlabelled[:10])}{' …' if len(unlabelled) > 10 else ''}"
             )
-    return Cohort(tuple(subjects), labels_table)
+    return Cohort(tuple(subjects), labels_table, notes=notes)
 
 
-def discover_synthrad(root: Path) -> list[SubjectFiles]:
-    """Subjects of a SynthRAD2023 Task 1 folder (sorted by folder name)."""
+def with_labels_dir(subjects: list[SubjectFiles], folder: Path, labels_table: Path | None) -> list[SubjectFiles]:
+    """The subjects with their label map ``<folder>/<subject>.nii.gz`` (config key ``data.labels_dir``)."""
+    if not folder.is_dir():
+        raise InputError(f"config key 'data.labels_dir': {folder}: folder not found")
+    if labels_table is None:
+        raise InputError(
+            "config key 'data.labels_dir' is set but 'data.labels_table' is not: give a TSV with "
+            "columns id, name for the label ids of the maps"
+        )
+    out, missing = [], []
+    for s in subjects:
+        if s.labels is not None:
+            raise InputError(
+                f"subject '{s.subject}' has a label file ({s.labels}) and data.labels_dir gives another; "
+                "use one of them"
+            )
+        path = folder / f"{s.subject}.nii.gz"
+        if not path.is_file():
+            missing.append(s.subject)
+        out.append(SubjectFiles(s.subject, s.mr, s.ct, s.mask, path))
+    if missing:
+        raise InputError(
+            f"config key 'data.labels_dir': {folder} has no <subject>.nii.gz for {len(missing)} "
+            f"subject(s): {', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}"
+        )
+    return out
+
+
+def discover_synthrad(root: Path) -> tuple[list[SubjectFiles], list[str]]:
+    """Subjects of a SynthRAD2023 Task 1 folder as downloaded (sorted by folder name), and the
+    folders that are not subjects (``overview`` and any other without mr/ct/mask)."""
     if not root.is_dir():
         raise InputError(f"config key 'data.synthrad_dir': {root}: folder not found")
-    subjects = []
+    subjects, ignored = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = {m: folder / f"{m}.nii.gz" for m in MODALITIES}
         present = [m for m, p in files.items() if p.is_file()]
         if not present:
-            continue  # not a subject folder
+            ignored.append(folder.name)  # not a subject folder (e.g. SynthRAD2023's overview/)
+            continue
         missing = [str(p) for m, p in files.items() if m not in present]
         if missing:
             raise InputError(f"subject '{folder.name}': missing {', '.join(missing)}")
@@ -152,7 +187,7 @@ def discover_synthrad(root: Path) -> list[SubjectFiles]:
         subjects.append(SubjectFiles(folder.name, **files, labels=labels if labels.is_file() else None))
     if not subjects:
         raise InputError(f"config key 'data.synthrad_dir': {root}: no subject folders with mr/ct/mask.nii.gz")
-    return subjects
+    return subjects, ignored
 
 
 def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:

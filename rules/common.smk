@@ -49,6 +49,19 @@ LABELLED = COHORT.labels_table is not None
 # the label table (the phantom's is written by a job; its ids are fixed) and which of its labels are bone
 LABEL_TABLE = (PHANTOM_LABELS if COHORT.generated else read_label_table(COHORT.labels_table)) if LABELLED else {}
 BONE_LABELS = bone_label_ids(LABEL_TABLE)
+if COHORT.notes.get("ignored_folders"):
+    print(
+        f"mr2ct: note: {config['data']['synthrad_dir']}: not subject folders (no mr/ct/mask.nii.gz), ignored: "
+        + ", ".join(COHORT.notes["ignored_folders"]),
+        file=sys.stderr,
+    )
+if not LABELLED:
+    print(
+        "mr2ct: note: the cohort has no label maps, so experiment 2 (segmentation of real and synthetic CT) is not "
+        "run. To run it, give one label map per subject (data.labels_dir: a folder of <subject>.nii.gz, or a "
+        "labels column / labels.nii.gz) and data.labels_table (README, 'SynthRAD2023').",
+        file=sys.stderr,
+    )
 
 
 wildcard_constraints:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -436,3 +437,62 @@ def test_another_seed_gives_other_numbers(tiny_run, tmp_path):
     ours, theirs = pd.read_csv(tmp_path / TABLE), pd.read_csv(tiny_run / TABLE)
     assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs)
     assert not ours[["mae", "psnr"]].equals(theirs[["mae", "psnr"]])
+
+
+@pytest.fixture
+def synthrad_task(tiny_cohort, tmp_path):
+    """A SynthRAD2023 Task 1 folder as downloaded: Task1/pelvis/<subject>/{mr,ct,mask}.nii.gz and an
+    overview/ folder, no label maps; the tiny phantom's subjects under SynthRAD-like ids."""
+    root = tmp_path / "Task1" / "pelvis"
+    (root / "overview").mkdir(parents=True)
+    (root / "overview" / "1_pelvis_train.xlsx").write_bytes(b"not a volume")
+    ids = {}
+    for k, folder in enumerate(sorted(p for p in tiny_cohort.iterdir() if p.is_dir())):
+        subject = f"1PA{k + 1:03d}"
+        ids[subject] = folder
+        (root / subject).mkdir()
+        for m in ("mr", "ct", "mask"):
+            shutil.copy2(folder / f"{m}.nii.gz", root / subject / f"{m}.nii.gz")
+    design = tmp_path / "design.yaml"
+    design.write_text(f"data: {{source: synthrad, synthrad_dir: {root}}}\nsplits: {{validation_subjects: 0}}\n")
+    return root, ids, design
+
+
+def _plan(workdir, *configs):
+    result = snakemake(workdir, "-n", "--configfile", str(ROOT / "configs/tiny.yaml"), *map(str, configs), check=False)
+    return result, result.stdout + result.stderr
+
+
+def test_synthrad_without_labels_plans_experiment_1_and_says_why_not_2(synthrad_task, tmp_path):
+    root, _, design = synthrad_task
+    result, text = _plan(tmp_path / "wf", design)
+    assert result.returncode == 0, text
+    assert "not subject folders" in text and "overview" in text
+    assert "no label maps" in text and "data.labels_dir" in text
+    assert re.search(r"^train\s+\d+", text, re.M) and not re.search(r"^train_segmentation\s", text, re.M)
+
+
+def test_synthrad_with_a_labels_dir_plans_experiment_2(synthrad_task, tiny_cohort, tmp_path):
+    root, ids, design = synthrad_task
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for subject, folder in ids.items():
+        shutil.copy2(folder / "labels.nii.gz", labels / f"{subject}.nii.gz")
+    extra = tmp_path / "labels.yaml"
+    extra.write_text(f"data: {{labels_dir: {labels}, labels_table: {tiny_cohort / 'labels.tsv'}}}\n")
+    result, text = _plan(tmp_path / "wf", design, extra)
+    assert result.returncode == 0, text
+    assert re.search(r"^train_segmentation\s+2", text, re.M) and "no label maps" not in text
+    # a label map missing for one subject, or one with an unknown label id: clear errors before any job
+    (labels / "1PA002.nii.gz").unlink()
+    result, text = _plan(tmp_path / "wf", design, extra)
+    assert result.returncode != 0 and "data.labels_dir" in text and "1PA002" in text
+    shutil.copy2(ids["1PA001"] / "labels.nii.gz", labels / "1PA002.nii.gz")
+    import nibabel as nib
+
+    image = nib.load(labels / "1PA003.nii.gz")
+    data = np.asarray(image.dataobj).copy()
+    data[data == 12] = 99
+    nib.save(nib.Nifti1Image(data, image.affine), labels / "1PA003.nii.gz")
+    result, text = _plan(tmp_path / "wf", design, extra)
+    assert result.returncode != 0 and "subject '1PA003'" in text and "[99]" in text
