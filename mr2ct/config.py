@@ -9,6 +9,7 @@ offending key's dotted path, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from importlib import resources
 from pathlib import Path
@@ -19,15 +20,59 @@ import yaml
 
 from .io import InputError
 
-__all__ = ["SCHEMA_PATH", "load_config", "load_yaml", "merge", "schema", "validate_config"]
+__all__ = [
+    "SCHEMA_PATH",
+    "check_section",
+    "load_config",
+    "load_yaml",
+    "merge",
+    "schema",
+    "section_defaults",
+    "validate_config",
+]
 
 SCHEMA_PATH = Path(str(resources.files("mr2ct") / "schemas" / "config.schema.yaml"))
 
 
 def schema() -> dict[str, Any]:
-    """The configuration JSON schema as a dictionary."""
+    """The configuration JSON schema as a dictionary (a fresh copy)."""
+    return copy.deepcopy(_schema())
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
+
+
+@functools.cache
+def section_defaults(name: str) -> dict[str, Any]:
+    """The schema's default of every key of config section ``name`` (e.g. ``train``)."""
+    properties = _schema()["properties"][name]["properties"]
+    return {key: copy.deepcopy(prop["default"]) for key, prop in properties.items() if "default" in prop}
+
+
+@functools.cache
+def _section_validator(name: str) -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(_schema()["properties"][name])
+
+
+def check_section(name: str, values: dict[str, Any]) -> None:
+    """Check the keys of config section ``name`` against the schema (types, ranges, allowed values)
+    and the rules between them that a schema cannot express; raise :class:`InputError` naming
+    every offending key. The one place a setting's range is checked, for configs and for
+    settings built in code alike."""
+    errors = sorted(_section_validator(name).iter_errors(values), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"config key '{name}.{_key_path(e)}': {e.message}" for e in errors]
+        raise InputError("invalid settings:\n  " + "\n  ".join(lines))
+    if name == "train" and "crop_size" in values and "n_downsampling" in values:
+        multiple = 2 ** values["n_downsampling"]
+        if values["crop_size"] % multiple:
+            raise InputError(
+                f"config key 'train.crop_size' ({values['crop_size']}) must be a multiple of "
+                f"2^train.n_downsampling = {multiple} (the generator halves the slices that often)"
+            )
 
 
 def _with_defaults(validator_class):
@@ -94,7 +139,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(config, dict):
         raise InputError(f"configuration must be a mapping, got {type(config).__name__}")
-    _coerce_strings(config, schema())
+    _coerce_strings(config, _schema())
     validator = _Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
@@ -119,13 +164,13 @@ def _check_semantics(config: dict[str, Any]) -> None:
     lo, hi = pre["mr_percentiles"]
     if not lo < hi:
         raise InputError(f"config key 'preprocess.mr_percentiles': lower must be below upper, got {[lo, hi]}")
+    check_section("train", config["train"])
     multiple = 2 ** config["train"]["n_downsampling"]
-    for key, value in (("preprocess.image_size", pre["image_size"]), ("train.crop_size", config["train"]["crop_size"])):
-        if value % multiple:
-            raise InputError(
-                f"config key '{key}' ({value}) must be a multiple of 2^train.n_downsampling = {multiple} "
-                "(the generator halves the slices that often)"
-            )
+    if pre["image_size"] % multiple:
+        raise InputError(
+            f"config key 'preprocess.image_size' ({pre['image_size']}) must be a multiple of "
+            f"2^train.n_downsampling = {multiple} (the generator halves the slices that often)"
+        )
     if pre["image_size"] < 2 * multiple:
         raise InputError(
             f"config key 'preprocess.image_size' ({pre['image_size']}) must be at least {2 * multiple} "

@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from .config import check_section, section_defaults
 from .io import InputError
+
+
+def _default(section: str, key: str) -> Any:
+    """The schema's default of ``<section>.<key>`` (the one place defaults are written)."""
+    return section_defaults(section)[key]
+
 
 __all__ = ["ARMS", "MODELS", "MODEL_LABELS", "MODEL_ORDER", "SegmentationSettings", "TrainSettings"]
 
@@ -37,10 +44,6 @@ MODEL_LABELS = {
     "real_ct": "real CT",
 }
 MODEL_ORDER = tuple(MODEL_LABELS)
-#: train.amp: bf16 autocast where the device supports bf16 ("auto"), always ("bf16") or never ("none")
-AMP_MODES = ("auto", "none", "bf16")
-#: train.upsampling of the generator: transposed convolution (the paper's) or resize-then-convolve
-UPSAMPLING = ("transpose", "resize")
 #: Settings that do not change a run's result: how long it may take, how often it is
 #: checkpointed and validated, where it runs. Left out of the digest that checkpoints carry.
 SCHEDULE_FIELDS = ("time_budget_minutes", "checkpoint_every", "eval_every", "device")
@@ -76,61 +79,49 @@ def _seed(config: dict[str, Any], *tags: int) -> int:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyperparameters of one training run (see ``train:`` in config.yaml)."""
+    """Hyperparameters of one training run (see ``train:`` in config.yaml).
+
+    Defaults and allowed values are those of the config schema (``train:``), the one place
+    they are written; ``gc_weight`` is the weight this run uses (``from_config`` gives
+    ``train.gc_weight`` to ``cyclegan_gc`` only, 0 to the others).
+    """
 
     model: str = "cyclegan_gc"
-    steps: int = 1500
-    batch_size: int = 4
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    decay_fraction: float = 0.5
-    pool_size: int = 50
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.0
+    steps: int = _default("train", "steps")
+    batch_size: int = _default("train", "batch_size")
+    lr: float = _default("train", "lr")
+    beta1: float = _default("train", "beta1")
+    beta2: float = _default("train", "beta2")
+    decay_fraction: float = _default("train", "decay_fraction")
+    pool_size: int = _default("train", "pool_size")
+    lambda_cycle: float = _default("train", "lambda_cycle")
+    lambda_identity: float = _default("train", "lambda_identity")
     gc_weight: float = 0.0
-    gc_absolute: bool = True
-    ngf: int = 16
-    n_blocks: int = 6
-    n_downsampling: int = 2
-    upsampling: str = "transpose"
-    ndf: int = 32
-    n_layers: int = 3
-    min_body_fraction: float = 0.05
-    augment: bool = True
-    crop_size: int = 0  # 0: train on whole slices; else on random crops of this size
-    checkpoint_every: int = 250
-    eval_every: int = 250
+    gc_absolute: bool = _default("train", "gc_absolute")
+    ngf: int = _default("train", "ngf")
+    n_blocks: int = _default("train", "n_blocks")
+    n_downsampling: int = _default("train", "n_downsampling")
+    upsampling: str = _default("train", "upsampling")
+    ndf: int = _default("train", "ndf")
+    n_layers: int = _default("train", "n_layers")
+    min_body_fraction: float = _default("train", "min_body_fraction")
+    augment: bool = _default("train", "augment")
+    crop_size: int = _default("train", "crop_size")
+    checkpoint_every: int = _default("train", "checkpoint_every")
+    eval_every: int = _default("train", "eval_every")
     seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: bool = False
-    time_budget_minutes: float = 0.0  # 0: no budget
+    device: str = _default("train", "device")
+    amp: str = _default("train", "amp")
+    channels_last: bool = _default("train", "channels_last")
+    time_budget_minutes: float = _default("train", "time_budget_minutes")
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise InputError(f"unknown model '{self.model}' (one of {', '.join(MODELS)})")
-        if self.steps < 1 or self.batch_size < 1:
-            raise InputError(
-                f"config key 'train.steps'/'train.batch_size' must be ≥ 1, got {self.steps}/{self.batch_size}"
-            )
-        if self.gc_weight < 0:
-            raise InputError(f"config key 'train.gc_weight' must be ≥ 0, got {self.gc_weight}")
-        if self.crop_size < 0 or self.crop_size % 4:
-            raise InputError(
-                f"config key 'train.crop_size' must be 0 or a positive multiple of 4, got {self.crop_size}"
-            )
-        if self.amp not in AMP_MODES:
-            raise InputError(f"config key 'train.amp' must be one of {', '.join(AMP_MODES)}, got {self.amp}")
-        if self.upsampling not in UPSAMPLING:
-            raise InputError(
-                f"config key 'train.upsampling' must be one of {', '.join(UPSAMPLING)}, got {self.upsampling}"
-            )
-        if self.crop_size % 2**self.n_downsampling:
-            raise InputError(
-                f"config key 'train.crop_size' ({self.crop_size}) must be a multiple of "
-                f"2^train.n_downsampling = {2**self.n_downsampling}"
-            )
+        if self.gc_weight and self.model != "cyclegan_gc":
+            raise InputError(f"model '{self.model}' trains without the GC loss; got gc_weight {self.gc_weight}")
+        fields = dataclasses.asdict(self)
+        check_section("train", {k: v for k, v in fields.items() if k not in ("model", "seed")})
 
     @classmethod
     def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int) -> TrainSettings:
@@ -153,45 +144,29 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class SegmentationSettings:
-    """Hyperparameters of one segmentation training run (see ``segmentation:`` in config.yaml)."""
+    """Hyperparameters of one segmentation training run (see ``segmentation:`` in config.yaml);
+    defaults and allowed values from the config schema."""
 
-    steps: int = 800
-    batch_size: int = 8
-    lr: float = 1e-3
-    base: int = 16
-    depth: int = 3
-    dice_weight: float = 1.0
-    min_body_fraction: float = 0.05
-    augment: bool = True
-    checkpoint_every: int = 200
-    eval_every: int = 200
+    steps: int = _default("segmentation", "steps")
+    batch_size: int = _default("segmentation", "batch_size")
+    lr: float = _default("segmentation", "lr")
+    base: int = _default("segmentation", "base")
+    depth: int = _default("segmentation", "depth")
+    dice_weight: float = _default("segmentation", "dice_weight")
+    min_body_fraction: float = _default("segmentation", "min_body_fraction")
+    augment: bool = _default("segmentation", "augment")
+    checkpoint_every: int = _default("segmentation", "checkpoint_every")
+    eval_every: int = _default("segmentation", "eval_every")
+    device: str = _default("segmentation", "device")
+    time_budget_minutes: float = _default("segmentation", "time_budget_minutes")
     seed: int = 0
-    device: str = "auto"
-    time_budget_minutes: float = 0.0  # 0: no budget
     n_classes: int = 13  # background + the 12 phantom labels; give it from the label table in general
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise InputError(
-                "config key 'segmentation.steps'/'segmentation.batch_size' must be ≥ 1, "
-                f"got {self.steps}/{self.batch_size}"
-            )
-        if self.lr <= 0:
-            raise InputError(f"config key 'segmentation.lr' must be > 0, got {self.lr}")
-        if self.base < 1 or self.depth < 0:
-            raise InputError(
-                f"config keys 'segmentation.base'/'segmentation.depth' must be ≥ 1/≥ 0, got {self.base}/{self.depth}"
-            )
-        if self.dice_weight < 0:
-            raise InputError(f"config key 'segmentation.dice_weight' must be ≥ 0, got {self.dice_weight}")
-        if not 0.0 <= self.min_body_fraction < 1.0:
-            raise InputError(
-                f"config key 'segmentation.min_body_fraction' must be in [0, 1), got {self.min_body_fraction}"
-            )
-        if self.checkpoint_every < 1:
-            raise InputError(f"config key 'segmentation.checkpoint_every' must be ≥ 1, got {self.checkpoint_every}")
         if self.n_classes < 2:
             raise InputError(f"a segmentation needs at least 2 classes (background + 1 label), got {self.n_classes}")
+        fields = dataclasses.asdict(self)
+        check_section("segmentation", {k: v for k, v in fields.items() if k not in ("seed", "n_classes")})
 
     @classmethod
     def from_config(cls, config: dict[str, Any], fold: int, n_classes: int) -> SegmentationSettings:

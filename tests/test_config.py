@@ -49,7 +49,7 @@ def test_defaults_are_filled_from_the_schema():
         {"seed": 1, "data": {"source": "phantom"}, "preprocess": {}, "splits": {}, "models": ["cyclegan"]}
     )
     assert config["splits"]["pairing"] == "disjoint"
-    assert config["data"]["phantom"]["subjects"] == 12
+    assert config["data"]["phantom"]["subjects"] == 14
 
 
 def test_every_problem_is_listed_with_its_key(tmp_path):
@@ -68,3 +68,32 @@ def test_every_problem_is_listed_with_its_key(tmp_path):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(InputError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_config_yaml_states_exactly_the_schema_defaults():
+    """One source of each default: the schema. config.yaml writes every key out (with its
+    comment) and must agree with it, so a config without a key behaves like config.yaml."""
+    full = validate_config(load_yaml(ROOT / "config.yaml"))
+    assert validate_config({"seed": full["seed"], "data": {"source": "phantom"}}) == full
+
+
+def test_settings_take_their_defaults_and_ranges_from_the_schema():
+    from mr2ct.config import section_defaults
+    from mr2ct.settings import SegmentationSettings, TrainSettings
+
+    train = TrainSettings()
+    for key, value in section_defaults("train").items():
+        if hasattr(train, key) and key != "gc_weight":  # a run's own GC weight: 0 unless cyclegan_gc
+            assert getattr(train, key) == value, key
+    seg = SegmentationSettings()
+    for key, value in section_defaults("segmentation").items():
+        if hasattr(seg, key):
+            assert getattr(seg, key) == value, key
+    with pytest.raises(InputError, match="'train.steps'"):
+        TrainSettings(steps=0)
+    with pytest.raises(InputError, match="'train.amp'"):
+        TrainSettings(amp="fp16")
+    with pytest.raises(InputError, match="'segmentation.lr'"):
+        SegmentationSettings(lr=0.0)
+    with pytest.raises(InputError, match="trains without the GC loss"):
+        TrainSettings(model="cyclegan", gc_weight=1.0)
