@@ -54,7 +54,9 @@ def job_call(record: dict):
         )
     if record["rule"] == "reference_metrics":
         ids = p["subjects"]
-        test = subject_inputs(ids["test"], ct=i["ct"], mask=i["mask"], labels=i.get("labels"), cache=i["caches"])
+        test = subject_inputs(
+            ids["test"], mr=i["test_mr"], ct=i["ct"], mask=i["mask"], labels=i.get("labels"), cache=i["caches"]
+        )
         mr = subject_inputs(ids["mr"], mr=i["train_mr"], mask=i["train_mr_mask"], cache=i["train_mr_caches"])
         ct = subject_inputs(ids["ct"], ct=i["train_ct"], mask=i["train_ct_mask"])
         return lambda out: reference_metrics_job(

@@ -303,7 +303,7 @@ def reference_metrics_job(
 ) -> Path:
     """Score the baselines and the resampling reference of one size and fold; write the CSV part.
 
-    ``test`` carry CT, mask (labels) and cache; ``train_mr`` MR, mask and cache; ``train_ct`` CT and mask.
+    ``test`` carry MR, CT, mask (labels) and cache; ``train_mr`` MR, mask and cache; ``train_ct`` CT and mask.
     """
     table = reference_predictions(
         test,

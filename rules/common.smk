@@ -146,9 +146,10 @@ def test_references(wildcards):
 
 def baseline_inputs(wildcards):
     """What the baselines of a size and fold learn from (the training MR with its mask and cache,
-    the training CT with its mask) and predict from (the test caches)."""
+    the training CT with its mask) and predict from (the test MR and caches)."""
     ts = training_set(wildcards)
     return {
+        "test_mr": _files(test_subjects(wildcards), "mr"),
         "caches": test_caches(wildcards),
         "train_mr": _files(ts.mr, "mr"),
         "train_mr_mask": _files(ts.mr, "mask"),

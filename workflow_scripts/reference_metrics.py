@@ -7,7 +7,7 @@ from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)
 i, w, ids = sm.input, sm.wildcards, sm.params.subjects
-test = subject_inputs(ids["test"], ct=i.ct, mask=i.mask, labels=i.get("labels"), cache=i.caches)
+test = subject_inputs(ids["test"], mr=i.test_mr, ct=i.ct, mask=i.mask, labels=i.get("labels"), cache=i.caches)
 train_mr = subject_inputs(ids["mr"], mr=i.train_mr, mask=i.train_mr_mask, cache=i.train_mr_caches)
 train_ct = subject_inputs(ids["ct"], ct=i.train_ct, mask=i.train_ct_mask)
 run(
