@@ -350,7 +350,7 @@ def _die_with_parent() -> None:
 
 
 def _pids(name: str) -> list[int]:
-    result = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
+    result = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, timeout=600)
     return [int(p) for p in result.stdout.split()]
 
 

@@ -53,8 +53,8 @@ def test_cli_writes_cohort_tables_and_is_deterministic(tmp_path):
         "--jobs",
         "2",
     ]
-    subprocess.run([*cmd, "--out", str(tmp_path / "x")], check=True, capture_output=True)
-    subprocess.run([*cmd, "--out", str(tmp_path / "y")], check=True, capture_output=True)
+    subprocess.run([*cmd, "--out", str(tmp_path / "x")], check=True, capture_output=True, timeout=600)
+    subprocess.run([*cmd, "--out", str(tmp_path / "y")], check=True, capture_output=True, timeout=600)
     files_x = sorted(p.relative_to(tmp_path / "x") for p in (tmp_path / "x").rglob("*") if p.is_file())
     assert [str(p) for p in files_x] == [
         "labels.tsv",

@@ -91,6 +91,7 @@ def git(folder, *args):
         ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
         check=True,
         capture_output=True,
+        timeout=600,
     )
 
 
@@ -224,7 +225,9 @@ def test_figure_lineage_reaches_cohort_raw_input_and_config(chain):
     text = render_text(report)
     assert "results/cohort/subjects.tsv  [cohort " in text and "data/raw.txt  [source " in text
     if HAVE_GIT:
-        head = subprocess.run(["git", "-C", str(chain), "rev-parse", "HEAD"], capture_output=True, text=True)
+        head = subprocess.run(
+            ["git", "-C", str(chain), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=600
+        )
         assert report["code"]["commit"] == head.stdout.strip() and report["code"]["dirty"] is False
 
 

@@ -144,7 +144,7 @@ def stopped_at_exit(*procs: subprocess.Popen):
                     proc.wait(120)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-                    proc.wait()
+                    proc.wait(timeout=600)
 
 
 def finish_local(proc: subprocess.Popen, workdir: Path) -> None:
@@ -234,7 +234,7 @@ def test_cluster_stops_without_leftovers(tmp_path_factory):
         cluster.stop()
     assert cluster.leftovers() == []
     pids = [str(p.pid) for p in cluster.procs.values()]
-    assert subprocess.run(["ps", "-p", ",".join(pids)], capture_output=True).returncode != 0  # none alive
+    assert subprocess.run(["ps", "-p", ",".join(pids)], capture_output=True, timeout=600).returncode != 0  # none alive
 
 
 # --------------------------------------------------------------------------- the workflow on SLURM

@@ -171,7 +171,11 @@ def test_report_renders_every_figure_in_a_headless_browser(tiny_run, tmp_path):
 def test_every_figure_audits_back_to_the_cohort_and_config(tiny_run):
     figure = "results/figures/mae_vs_training_size.png"
     audit = subprocess.run(
-        [sys.executable, "-m", "mr2ct.cli", "audit", figure, "--verify"], cwd=tiny_run, capture_output=True, text=True
+        [sys.executable, "-m", "mr2ct.cli", "audit", figure, "--verify"],
+        cwd=tiny_run,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "phantom_subject" in audit.stdout and "config" in audit.stdout and "snakemake" in audit.stdout
@@ -181,6 +185,7 @@ def test_every_figure_audits_back_to_the_cohort_and_config(tiny_run):
         capture_output=True,
         text=True,
         check=True,
+        timeout=600,
     )
     import json
 
@@ -399,6 +404,7 @@ def test_kill_9_mid_training_then_rerun_resumes_and_gives_identical_tables(tmp_p
             cwd=ROOT,
             capture_output=True,
             text=True,
+            timeout=600,
         )
         # refused: by the lock, or (if it looks while a finished job's markers are being cleared)
         # by Snakemake's incomplete-output check, which runs before the lock
@@ -406,7 +412,7 @@ def test_kill_9_mid_training_then_rerun_resumes_and_gives_identical_tables(tmp_p
         assert second.returncode != 0 and ("cannot be locked" in refusal or "seem to be incomplete" in refusal), refusal
 
         os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and the training job it runs
-        proc.wait()
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
