@@ -9,6 +9,11 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config.yaml"
 
 
+# With --software-deployment-method apptainer every job runs in this image (build it once:
+# `apptainer build envs/mr2ct.sif envs/mr2ct.def`, README "A container for clusters").
+container: f"{workflow.basedir}/envs/mr2ct.sif"
+
+
 include: "rules/common.smk"
 
 

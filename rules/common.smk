@@ -234,5 +234,5 @@ def front_page():
         return str(page)
     combined = Path(".snakemake") / "mr2ct" / "report_front_page.rst"
     combined.parent.mkdir(parents=True, exist_ok=True)
-    combined.write_text(page.read_text() + "\nFindings of this run\n--------------------\n\n" + verdict.read_text())
+    combined.write_text(f"{page.read_text()}\nFindings of this run\n--------------------\n\n{verdict.read_text()}")
     return str(combined.resolve())

@@ -45,3 +45,15 @@ def test_wheel_ships_the_schema_and_validates_the_default_config_outside_the_sou
         [sys.executable, "-m", "mr2ct", "validate"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
     )
     assert cli.returncode == 0 and "config is valid" in cli.stdout, cli.stderr
+
+
+def test_container_runs_the_pinned_stack_and_the_workflow_names_it():
+    """The image (envs/mr2ct.def, envs/Dockerfile) installs exactly requirements.txt on Python 3.11,
+    and every job of the workflow runs in it under --sdm apptainer (the Snakefile's container)."""
+    for name in ("mr2ct.def", "Dockerfile"):
+        text = (ROOT / "envs" / name).read_text()
+        assert "python:3.11" in text and "pip install -r /opt/mr2ct/requirements.txt" in text, name
+    assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text().split()
+    snakefile = (ROOT / "Snakefile").read_text()
+    assert 'container: f"{workflow.basedir}/envs/mr2ct.sif"' in snakefile
+    assert "envs/*.sif" in (ROOT / ".gitignore").read_text().split()
