@@ -17,14 +17,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, snakemake_cmd
 from .slurm_cluster import JobRecorder, SlurmCluster, SlurmUnavailable, ensure_installed
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -89,42 +88,15 @@ def profile_env(cluster: SlurmCluster) -> dict[str, str]:
 
 
 def slurm_snakemake_cmd(workdir: Path, *targets: str, config: tuple[str, ...] = ()) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *targets,
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(PROFILE),
-        *CLUSTER_ARGS,
-        "--configfile",
-        str(TINY),
-        *config,
-    ]
+    return snakemake_cmd(
+        workdir, *targets, "--profile", str(PROFILE), *CLUSTER_ARGS, "--configfile", str(TINY), *config
+    )
 
 
 def start_local(workdir: Path, *targets: str, config: tuple[str, ...] = ()) -> subprocess.Popen:
     """The same workflow without SLURM (2 local cores), started in the background: the SLURM
     runs mostly wait for the scheduler, so the reference runs beside them."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *targets,
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--configfile",
-        str(TINY),
-        *config,
-    ]
+    cmd = snakemake_cmd(workdir, *targets, "--cores", "2", "--configfile", str(TINY), *config)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MR2CT_SLURM_"))}
     workdir.mkdir(parents=True, exist_ok=True)
     return run_logged(cmd, workdir, env, workdir / "local.log")

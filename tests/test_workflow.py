@@ -14,25 +14,14 @@ import pytest
 
 from mr2ct.preprocess import load_preprocessed
 
-from .conftest import ROOT
+from .conftest import ROOT, snakemake_cmd
 
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir, *args, check=True, timeout=1800):
     """The README's command (the local profile) in ``workdir``; fails the test after ``timeout`` seconds."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(ROOT / "profiles/local"),
-        *args,
-    ]
+    cmd = snakemake_cmd(workdir, "--profile", str(ROOT / "profiles/local"), *args)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -339,21 +328,7 @@ TABLE = "results/tables/synthesis_metrics.csv"
 
 
 def _start(workdir, *args):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "1",
-        TABLE,
-        "--configfile",
-        str(ROOT / "configs/tiny.yaml"),
-        *args,
-    ]
+    cmd = snakemake_cmd(workdir, "--cores", "1", TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *args)
     workdir.mkdir(parents=True, exist_ok=True)
     log = open(workdir / "snakemake.out", "a")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -386,21 +361,9 @@ def test_kill_9_mid_training_then_rerun_resumes_and_gives_identical_tables(tmp_p
             time.sleep(0.05)
 
         second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-s",
-                str(ROOT / "Snakefile"),
-                "--directory",
-                str(killed_dir),
-                "--cores",
-                "1",
-                TABLE,
-                "--configfile",
-                str(ROOT / "configs/tiny.yaml"),
-                *LONGER_TRAINING,
-            ],
+            snakemake_cmd(
+                killed_dir, "--cores", "1", TABLE, "--configfile", str(ROOT / "configs/tiny.yaml"), *LONGER_TRAINING
+            ),
             cwd=ROOT,
             capture_output=True,
             text=True,
