@@ -40,7 +40,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from .plotting import save_png_pdf  # noqa: E402
+from .plotting import save_png_pdf, smooth  # noqa: E402
 from .settings import ARMS, MODEL_LABELS, MODEL_ORDER  # noqa: E402
 from .statistics import METRIC_LABEL, bootstrap_mean_ci  # noqa: E402
 
@@ -493,10 +493,6 @@ def read_loss_tables(
     }
 
 
-def _smooth(values: pd.Series, window: int) -> pd.Series:
-    return values.rolling(window, center=True, min_periods=1).mean()
-
-
 def plot_training_curves(
     loss_tables: Mapping[tuple[int, str, int], pd.DataFrame],
     path_stem: str | os.PathLike,
@@ -545,7 +541,7 @@ def plot_training_curves(
                     if t.empty:
                         continue
                     window = max(1, int(round(smooth_fraction * len(t))))
-                    y = _smooth(t[column], window)
+                    y = pd.Series(smooth(t[column], window), index=t.index)
                     ax.plot(t["step"], y, color=colour, lw=0.5, alpha=0.45, zorder=2)
                     smoothed.append(pd.Series(y.to_numpy(), index=t["step"].to_numpy()))
                     max_step = max(max_step, float(t["step"].max()))

@@ -124,23 +124,6 @@ def read_volume(path: str | os.PathLike, dtype: type = np.float32) -> Volume:
     return Volume(np.ascontiguousarray(data, dtype=dtype), affine, axcodes)
 
 
-def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
-    """Shape and affine of a NIfTI file in canonical order, reading only the header."""
-    image = _load_image(Path(path))
-    shape = image.shape
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:
-        return tuple(shape), image.affine
-    disk = ornt.io_orientation(image.affine)
-    to_ras = ornt.ornt_transform(disk, ornt.axcodes2ornt(("R", "A", "S")))
-    affine = image.affine @ ornt.inv_ornt_aff(to_ras, shape)
-    canonical_shape = [0, 0, 0]
-    for disk_axis, (target_axis, _flip) in enumerate(to_ras):
-        canonical_shape[int(target_axis)] = int(shape[disk_axis])
-    return tuple(canonical_shape), affine
-
-
 def write_volume(
     path: str | os.PathLike,
     volume: Volume,

@@ -26,9 +26,11 @@ __all__ = [
     "plot_losses",
     "plot_montage",
     "plot_qualitative",
+    "plot_segmentation_losses",
     "radiological",
     "save_figure",
     "save_png_pdf",
+    "smooth",
 ]
 
 CT_WINDOW = (-300.0, 1200.0)
@@ -64,25 +66,32 @@ def save_png_pdf(fig, path_stem: str | os.PathLike, dpi: int = 300) -> list[Path
     return [png, save_figure(fig, stem.with_name(stem.name + ".pdf"), dpi=dpi)]
 
 
+def smooth(values, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` steps (shorter at the ends, never padded with zeros)."""
+    import pandas as pd
+
+    return (
+        pd.Series(np.asarray(values, dtype=np.float64))
+        .rolling(max(1, int(window)), center=True, min_periods=1)
+        .mean()
+        .to_numpy()
+    )
+
+
 def plot_losses(path, history: np.ndarray, columns: Sequence[str], validation: Sequence[dict], title: str = "") -> Path:
-    """Generator/discriminator losses (smoothed) and validation MAE against step."""
+    """Generator/discriminator losses (smoothed over 1 % of the run) and validation MAE against step."""
     steps = np.arange(1, len(history) + 1)
     window = max(1, len(history) // 100)
-
-    def smooth(v: np.ndarray) -> np.ndarray:
-        if window == 1:
-            return v
-        return np.convolve(v, np.ones(window) / window, mode="same")
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     col = {c: i for i, c in enumerate(columns)}
     for name, label in (("loss_g", "generator total"), ("adv", "adversarial"), ("loss_d", "discriminator")):
         if history.size and np.any(history[:, col[name]]):
-            axes[0].plot(steps, smooth(history[:, col[name]]), label=label, lw=1)
+            axes[0].plot(steps, smooth(history[:, col[name]], window), label=label, lw=1)
     axes[0].set(xlabel="step", ylabel="loss", title="adversarial and total losses")
     for name, label in (("cycle", "cycle (L1)"), ("gc_loss", "GC loss"), ("identity", "identity")):
         if history.size and np.any(np.nan_to_num(history[:, col[name]])):
-            axes[1].plot(steps, smooth(history[:, col[name]]), label=label, lw=1)
+            axes[1].plot(steps, smooth(history[:, col[name]], window), label=label, lw=1)
     axes[1].set(xlabel="step", ylabel="loss", title="cycle / gradient consistency")
     for ax in axes[:2]:
         if ax.lines:
@@ -226,3 +235,29 @@ def plot_qualitative(
         bar.ax.tick_params(labelsize=7)
     fig.suptitle(f"{subject}, axial slice {k} through the hip joints (insets: the patient's right hip)", fontsize=8)
     return save_png_pdf(fig, path_stem, dpi=200)
+
+
+def plot_segmentation_losses(path: str | os.PathLike, history: np.ndarray, validation: Sequence[dict]) -> Path:
+    """Training losses (smoothed) and validation mean Dice against step."""
+    steps = np.arange(1, len(history) + 1)
+    window = max(1, len(history) // 50)
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for col, label in ((0, "total"), (1, "cross-entropy"), (2, "soft Dice loss")):
+        if history.size:
+            axes[0].plot(steps, smooth(history[:, col], window), label=label, lw=1)
+    axes[0].set(xlabel="step", ylabel="loss", title="training losses (real CT)")
+    if axes[0].lines:
+        axes[0].legend(frameon=False)
+    if validation:
+        axes[1].plot([v["step"] for v in validation], [v["mean_dice"] for v in validation], "o-", ms=3)
+        axes[1].set(xlabel="step", ylabel="mean Dice (foreground)", title="validation subjects", ylim=(0, 1))
+    else:
+        axes[1].axis("off")
+    fig.suptitle("CT segmentation network")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------
+# applying a trained segmenter

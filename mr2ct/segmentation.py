@@ -350,6 +350,8 @@ def train_segmentation(
         started=started,
     )
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation, ["step", "mean_dice"])
+    from .plotting import plot_segmentation_losses
+
     plot_segmentation_losses(
         out_dir / "loss_curves.png", np.asarray(run.history).reshape(-1, len(LOSS_COLUMNS)), run.validation
     )
@@ -367,39 +369,6 @@ def train_segmentation(
         },
     )
     return model_path
-
-
-def plot_segmentation_losses(path: str | os.PathLike, history: np.ndarray, validation: Sequence[dict]) -> Path:
-    """Training losses (smoothed) and validation mean Dice against step."""
-    import matplotlib.pyplot as plt
-
-    from .plotting import save_figure
-
-    steps = np.arange(1, len(history) + 1)
-    window = max(1, len(history) // 50)
-
-    def smooth(v: np.ndarray) -> np.ndarray:
-        return v if window == 1 else np.convolve(v, np.ones(window) / window, mode="same")
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for col, label in ((0, "total"), (1, "cross-entropy"), (2, "soft Dice loss")):
-        if history.size:
-            axes[0].plot(steps, smooth(history[:, col]), label=label, lw=1)
-    axes[0].set(xlabel="step", ylabel="loss", title="training losses (real CT)")
-    if axes[0].lines:
-        axes[0].legend(frameon=False)
-    if validation:
-        axes[1].plot([v["step"] for v in validation], [v["mean_dice"] for v in validation], "o-", ms=3)
-        axes[1].set(xlabel="step", ylabel="mean Dice (foreground)", title="validation subjects", ylim=(0, 1))
-    else:
-        axes[1].axis("off")
-    fig.suptitle("CT segmentation network")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------
-# applying a trained segmenter
 
 
 def load_segmenter(path: str | os.PathLike, device: str = "cpu") -> UNet2d:
