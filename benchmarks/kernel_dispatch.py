@@ -23,17 +23,17 @@ from pathlib import Path
 
 WORKER = r"""
 import sys, torch, numpy as np
-from mr2ct.training import TrainSettings, _Run
+from mr2ct.training import TrainSettings, new_run
 torch.set_num_threads(1)
 steps, size, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-run = _Run(TrainSettings(model="cyclegan_gc", gc_weight=5.0, amp="none", seed=7), torch.device("cpu"))
+run = new_run(TrainSettings(model="cyclegan_gc", gc_weight=5.0, amp="none", seed=7), torch.device("cpu"))
 rng = torch.Generator().manual_seed(11)
 losses = []
 for _ in range(steps):
     mr = torch.rand(1, 1, size, size, generator=rng) * 2 - 1
     ct = torch.rand(1, 1, size, size, generator=rng) * 2 - 1
     losses.append(run.train_step(mr, ct))
-weights = torch.cat([p.detach().flatten() for p in run.nets.g_ct.parameters()]).numpy()
+weights = torch.cat([p.detach().flatten() for p in run.g_ct.parameters()]).numpy()
 np.savez(out, losses=np.asarray(losses), weights=weights, capability=torch.backends.cpu.get_cpu_capability())
 """
 

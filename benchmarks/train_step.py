@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from mr2ct.training import TrainSettings, _Run
+from mr2ct.training import TrainSettings, new_run
 
 
 def matmul_peak(threads: int, n: int = 2048, repeats: int = 10) -> float:
@@ -71,7 +71,7 @@ def main() -> None:
             upsampling=args.upsampling,
             amp=args.amp,
         )
-        run = _Run(settings, torch.device("cpu"))
+        run = new_run(settings, torch.device("cpu"))
         mr = torch.rand(args.batch, 1, size, size) * 2 - 1
         ct = torch.rand(args.batch, 1, size, size) * 2 - 1
         run.train_step(mr, ct)  # warm-up

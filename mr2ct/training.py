@@ -30,14 +30,12 @@ the learning-rate decay), which selection guards against.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +61,11 @@ from .settings import MODELS, TrainSettings
 
 __all__ = [
     "MODELS",
+    "CycleGANRun",
+    "SupervisedRun",
     "TrainSettings",
     "load_generator",
+    "new_run",
     "predict_ct",
     "resolve_precision",
     "train_run",
@@ -189,16 +190,13 @@ def _linear_decay(settings: TrainSettings):
     return lambda step: 1.0 if step < start else max(0.0, 1.0 - (step - start) / span)
 
 
-@dataclass
-class _Nets:
-    g_ct: torch.nn.Module
-    g_mr: torch.nn.Module | None
-    d_ct: torch.nn.Module | None
-    d_mr: torch.nn.Module | None
-
-
 class _Run:
-    """All mutable state of a training run (what a checkpoint holds)."""
+    """All mutable state of a training run (what a checkpoint holds), common to both kinds of run.
+
+    Subclasses build their networks (:meth:`_networks`, created in a fixed order right after
+    seeding, so the same seed gives the same weights), draw their batches (:meth:`sample`) and
+    take one optimisation step (:meth:`train_step`); nothing here asks which model it is.
+    """
 
     def __init__(self, settings: TrainSettings, device: torch.device):
         self.settings = settings
@@ -206,40 +204,14 @@ class _Run:
         self.precision = resolve_precision(settings.amp, device)
         torch.manual_seed(settings.seed)
         s = settings
-
-        def generator() -> torch.nn.Module:
-            return init_weights(
-                ResnetGenerator(
-                    1, 1, ngf=s.ngf, n_blocks=s.n_blocks, n_downsampling=s.n_downsampling, upsampling=s.upsampling
-                )
-            ).to(device)
-
-        def discriminator() -> torch.nn.Module:
-            return init_weights(PatchDiscriminator(1, ndf=s.ndf, n_layers=s.n_layers)).to(device)
-
-        supervised = s.model == "reference_supervised"
-        self.nets = _Nets(
-            g_ct=generator(),
-            g_mr=None if supervised else generator(),
-            d_ct=None if supervised else discriminator(),
-            d_mr=None if supervised else discriminator(),
-        )
+        self.nets: dict[str, torch.nn.Module] = self._networks()
         if s.channels_last:
-            for net in self._modules():
+            for net in self.nets.values():
                 net.to(memory_format=torch.channels_last)
-        g_params = list(self.nets.g_ct.parameters()) + ([] if supervised else list(self.nets.g_mr.parameters()))
-        self.opt_g = torch.optim.Adam(g_params, lr=s.lr, betas=(s.beta1, s.beta2))
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, _linear_decay(s))
-        if supervised:
-            self.opt_d = self.sched_d = None
-        else:
-            d_params = list(self.nets.d_ct.parameters()) + list(self.nets.d_mr.parameters())
-            self.opt_d = torch.optim.Adam(d_params, lr=s.lr, betas=(s.beta1, s.beta2))
-            self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, _linear_decay(s))
+        self.optimisers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
         self.data_rng = torch.Generator().manual_seed(s.seed + 1)
         self.pool_rng = torch.Generator().manual_seed(s.seed + 2)
-        self.pool_ct = ImagePool(s.pool_size, self.pool_rng)
-        self.pool_mr = ImagePool(s.pool_size, self.pool_rng)
         self.step = 0
         self.history: list[list[float]] = []
         self.validation: list[dict[str, float]] = []
@@ -247,19 +219,53 @@ class _Run:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_step = 0
 
-    def _modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.nets.g_ct, self.nets.g_mr, self.nets.d_ct, self.nets.d_mr) if m is not None]
+    def _generator(self) -> torch.nn.Module:
+        s = self.settings
+        net = ResnetGenerator(
+            1, 1, ngf=s.ngf, n_blocks=s.n_blocks, n_downsampling=s.n_downsampling, upsampling=s.upsampling
+        )
+        return init_weights(net).to(self.device)
+
+    def _discriminator(self) -> torch.nn.Module:
+        s = self.settings
+        return init_weights(PatchDiscriminator(1, ndf=s.ndf, n_layers=s.n_layers)).to(self.device)
+
+    def _optimise(self, name: str, nets: Sequence[torch.nn.Module]) -> None:
+        """An Adam optimiser ``name`` ("g" or "d") over ``nets``, with the linear-decay schedule."""
+        s = self.settings
+        params = [p for net in nets for p in net.parameters()]
+        self.optimisers[name] = torch.optim.Adam(params, lr=s.lr, betas=(s.beta1, s.beta2))
+        self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(self.optimisers[name], _linear_decay(s))
+
+    @property
+    def g_ct(self) -> torch.nn.Module:
+        """The MR→CT generator: what the run is for."""
+        return self.nets["g_ct"]
+
+    def _networks(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def sample(self, mr_pool: torch.Tensor, ct_pool: torch.Tensor, transform) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch of MR and CT slices, drawn with the run's own generator."""
+        raise NotImplementedError
+
+    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
+        """One optimisation step; returns the values of :data:`LOSS_COLUMNS`."""
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
 
     # -- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        nets = {k: v.state_dict() for k, v in dataclasses.asdict(self.nets).items() if v is not None}
         state = {
             "step": self.step,
-            "nets": {k: getattr(self.nets, k).state_dict() for k in nets},
-            "opt_g": self.opt_g.state_dict(),
-            "sched_g": self.sched_g.state_dict(),
-            "pool_ct": self.pool_ct.state(),
-            "pool_mr": self.pool_mr.state(),
+            "nets": {name: net.state_dict() for name, net in self.nets.items()},
+            **{f"opt_{name}": opt.state_dict() for name, opt in self.optimisers.items()},
+            **{f"sched_{name}": sched.state_dict() for name, sched in self.schedulers.items()},
             "rng_torch": torch.get_rng_state(),
             "rng_data": self.data_rng.get_state(),
             "rng_pool": self.pool_rng.get_state(),
@@ -268,21 +274,15 @@ class _Run:
             "best_step": self.best_step,
             "best_state": self.best_state if self.best_state is not None else {},
         }
-        if self.opt_d is not None:
-            state["opt_d"] = self.opt_d.state_dict()
-            state["sched_d"] = self.sched_d.state_dict()
-        return state
+        return {**state, **self._extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, net_state in state["nets"].items():
-            getattr(self.nets, name).load_state_dict(net_state)
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.sched_g.load_state_dict(state["sched_g"])
-        if self.opt_d is not None:
-            self.opt_d.load_state_dict(state["opt_d"])
-            self.sched_d.load_state_dict(state["sched_d"])
-        self.pool_ct.load(state["pool_ct"])
-        self.pool_mr.load(state["pool_mr"])
+            self.nets[name].load_state_dict(net_state)
+        for name, opt in self.optimisers.items():
+            opt.load_state_dict(state[f"opt_{name}"])
+            self.schedulers[name].load_state_dict(state[f"sched_{name}"])
+        self._load_extra_state(state)
         torch.set_rng_state(state["rng_torch"])
         self.data_rng.set_state(state["rng_data"])
         self.pool_rng.set_state(state["rng_pool"])
@@ -297,42 +297,90 @@ class _Run:
         previous = [v["mae"] for v in self.validation[:-1]]
         if self.best_state is not None and previous and score >= min(previous):
             return False
-        self.best_state = {k: v.detach().clone() for k, v in self.nets.g_ct.state_dict().items()}
+        self.best_state = {k: v.detach().clone() for k, v in self.g_ct.state_dict().items()}
         self.best_step = self.step
         return True
 
-    # -- one optimisation step
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
-    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
-        s, n = self.settings, self.nets
-        if s.model == "reference_supervised":
-            self.opt_g.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss = cycle_loss(n.g_ct(mr).float(), ct)  # L1 to the paired CT
-            loss.backward()
-            self.opt_g.step()
-            self.sched_g.step()
-            value = float(loss.detach())
-            return [value, 0.0, 0.0, 0.0, 0.0, 0.0, math.nan, self.sched_g.get_last_lr()[0]]
 
-        for d in (n.d_ct, n.d_mr):
-            d.requires_grad_(False)
-        self.opt_g.zero_grad(set_to_none=True)
+class SupervisedRun(_Run):
+    """``reference_supervised``: G_CT alone, L1 to the paired CT slice (one transform for both)."""
+
+    def __init__(self, settings: TrainSettings, device: torch.device):
+        super().__init__(settings, device)
+        self._optimise("g", [self.g_ct])
+
+    def _networks(self) -> dict[str, torch.nn.Module]:
+        return {"g_ct": self._generator()}
+
+    def sample(self, mr_pool: torch.Tensor, ct_pool: torch.Tensor, transform) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paired: the same slices of MR and CT, under one geometric transform."""
+        index = torch.randint(0, len(mr_pool), (self.settings.batch_size,), generator=self.data_rng)
+        mr, ct = transform([mr_pool[index], ct_pool[index]])
+        return mr, ct
+
+    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
+        opt, sched = self.optimisers["g"], self.schedulers["g"]
+        opt.zero_grad(set_to_none=True)
         with self._autocast():
-            fake_ct = n.g_ct(mr)
-            fake_mr = n.g_mr(ct)
-            rec_mr = n.g_mr(fake_ct)
-            rec_ct = n.g_ct(fake_mr)
-            adv = lsgan_loss(n.d_ct(fake_ct).float(), True) + lsgan_loss(n.d_mr(fake_mr).float(), True)
+            loss = cycle_loss(self.g_ct(mr).float(), ct)  # L1 to the paired CT
+        loss.backward()
+        opt.step()
+        sched.step()
+        return [float(loss.detach()), 0.0, 0.0, 0.0, 0.0, 0.0, math.nan, sched.get_last_lr()[0]]
+
+
+class CycleGANRun(_Run):
+    """``cyclegan`` and ``cyclegan_gc``: two generators, two PatchGAN discriminators and image
+    pools; the GC term enters the generators' loss with ``gc_weight`` (0 for ``cyclegan``)."""
+
+    def __init__(self, settings: TrainSettings, device: torch.device):
+        super().__init__(settings, device)
+        self._optimise("g", [self.nets["g_ct"], self.nets["g_mr"]])
+        self._optimise("d", [self.nets["d_ct"], self.nets["d_mr"]])
+        self.pool_ct = ImagePool(settings.pool_size, self.pool_rng)
+        self.pool_mr = ImagePool(settings.pool_size, self.pool_rng)
+
+    def _networks(self) -> dict[str, torch.nn.Module]:
+        g_ct, g_mr = self._generator(), self._generator()
+        return {"g_ct": g_ct, "g_mr": g_mr, "d_ct": self._discriminator(), "d_mr": self._discriminator()}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"pool_ct": self.pool_ct.state(), "pool_mr": self.pool_mr.state()}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.pool_ct.load(state["pool_ct"])
+        self.pool_mr.load(state["pool_mr"])
+
+    def sample(self, mr_pool: torch.Tensor, ct_pool: torch.Tensor, transform) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unpaired: MR and CT slices drawn independently and transformed independently."""
+        n = self.settings.batch_size
+        mr_idx = torch.randint(0, len(mr_pool), (n,), generator=self.data_rng)
+        ct_idx = torch.randint(0, len(ct_pool), (n,), generator=self.data_rng)
+        (mr,), (ct,) = transform([mr_pool[mr_idx]]), transform([ct_pool[ct_idx]])
+        return mr, ct
+
+    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
+        s = self.settings
+        g_ct, g_mr, d_ct, d_mr = (self.nets[k] for k in ("g_ct", "g_mr", "d_ct", "d_mr"))
+        for d in (d_ct, d_mr):
+            d.requires_grad_(False)
+        self.optimisers["g"].zero_grad(set_to_none=True)
+        with self._autocast():
+            fake_ct = g_ct(mr)
+            fake_mr = g_mr(ct)
+            rec_mr = g_mr(fake_ct)
+            rec_ct = g_ct(fake_mr)
+            adv = lsgan_loss(d_ct(fake_ct).float(), True) + lsgan_loss(d_mr(fake_mr).float(), True)
         fake_ct, fake_mr = fake_ct.float(), fake_mr.float()
         cyc = cycle_loss(rec_mr.float(), mr) + cycle_loss(rec_ct.float(), ct)
         loss_g = adv + s.lambda_cycle * cyc
         idt = torch.zeros((), device=mr.device)
         if s.lambda_identity > 0:  # identity forwards only when weighted
             with self._autocast():
-                idt = identity_loss(n.g_ct(ct).float(), ct) + identity_loss(n.g_mr(mr).float(), mr)
+                idt = identity_loss(g_ct(ct).float(), ct) + identity_loss(g_mr(mr).float(), mr)
             loss_g = loss_g + s.lambda_identity * s.lambda_cycle * idt
         # GC is logged for both arms (cheap); only cyclegan_gc backpropagates through it
         with torch.set_grad_enabled(s.gc_weight > 0):
@@ -342,33 +390,27 @@ class _Run:
         with torch.no_grad():
             gc_ct = float(gradient_consistency(mr, fake_ct, absolute=s.gc_absolute))
         loss_g.backward()
-        self.opt_g.step()
+        self.optimisers["g"].step()
 
-        for d in (n.d_ct, n.d_mr):
+        for d in (d_ct, d_mr):
             d.requires_grad_(True)
-        self.opt_d.zero_grad(set_to_none=True)
+        self.optimisers["d"].zero_grad(set_to_none=True)
         pooled_ct = self.pool_ct.query(fake_ct.detach())
         pooled_mr = self.pool_mr.query(fake_mr.detach())
         with self._autocast():
-            loss_d = 0.5 * (lsgan_loss(n.d_ct(ct).float(), True) + lsgan_loss(n.d_ct(pooled_ct).float(), False))
-            loss_d = loss_d + 0.5 * (
-                lsgan_loss(n.d_mr(mr).float(), True) + lsgan_loss(n.d_mr(pooled_mr).float(), False)
-            )
+            loss_d = 0.5 * (lsgan_loss(d_ct(ct).float(), True) + lsgan_loss(d_ct(pooled_ct).float(), False))
+            loss_d = loss_d + 0.5 * (lsgan_loss(d_mr(mr).float(), True) + lsgan_loss(d_mr(pooled_mr).float(), False))
         loss_d.backward()
-        self.opt_d.step()
-        lr = self.sched_g.get_last_lr()[0]
-        self.sched_g.step()
-        self.sched_d.step()
-        return [
-            float(loss_g.detach()),
-            float(adv.detach()),
-            float(cyc.detach()),
-            float(idt.detach()),
-            float(gcl.detach()),
-            float(loss_d.detach()),
-            gc_ct,
-            lr,
-        ]
+        self.optimisers["d"].step()
+        lr = self.schedulers["g"].get_last_lr()[0]
+        self.schedulers["g"].step()
+        self.schedulers["d"].step()
+        return [*(float(v.detach()) for v in (loss_g, adv, cyc, idt, gcl, loss_d)), gc_ct, lr]
+
+
+def new_run(settings: TrainSettings, device: torch.device) -> _Run:
+    """A fresh run of ``settings.model``: :class:`SupervisedRun` or :class:`CycleGANRun`."""
+    return (SupervisedRun if settings.model == "reference_supervised" else CycleGANRun)(settings, device)
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -501,7 +543,7 @@ def train_run(
     )
     baseline_hu = float(np.mean([subj.ct_hu(subj.ct)[subj.mask > 0].mean() for subj in ct_subjects]))
 
-    run = _Run(s, device)
+    run = new_run(s, device)
     checkpoint = out_dir / "checkpoint.pt"
     log.info("precision %s (train.amp: %s, device %s)", run.precision, s.amp, device)
     provenance.note("precision", run.precision)
@@ -517,9 +559,9 @@ def train_run(
     def validate() -> None:
         if not val_subjects:
             return
-        for net in run._modules():
+        for net in run.nets.values():
             net.eval()
-        scores = evaluate(run.nets.g_ct, val_subjects, device, bone_labels)
+        scores = evaluate(run.g_ct, val_subjects, device, bone_labels)
         scores.update(
             step=run.step,
             baseline_constant_mae=float(
@@ -533,10 +575,10 @@ def train_run(
         plot_montage(
             out_dir / "montages" / f"step{run.step:06d}.png",
             subject,
-            predict_ct(run.nets.g_ct, subject.mr, device=device),
+            predict_ct(run.g_ct, subject.mr, device=device),
             title=f"{s.model}, step {run.step}: validation MAE {scores['mae']:.0f} HU",
         )
-        for net in run._modules():
+        for net in run.nets.values():
             net.train()
         log.info(
             "step %d: validation MAE %.1f HU, boundary MAE %.1f HU (constant baseline %.1f HU)",
@@ -552,17 +594,7 @@ def train_run(
         return random_crop(images, s.crop_size, run.data_rng) if s.crop_size else images
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        mr_idx = torch.randint(0, len(mr_pool), (s.batch_size,), generator=run.data_rng)
-        if s.model == "reference_supervised":
-            ct_idx = mr_idx
-        else:
-            ct_idx = torch.randint(0, len(ct_pool), (s.batch_size,), generator=run.data_rng)
-        mr = mr_pool[mr_idx]
-        ct = ct_pool[ct_idx]
-        if s.model == "reference_supervised":  # paired: one transform for both
-            mr, ct = transform([mr, ct])
-        else:  # unpaired: independent transforms
-            (mr,), (ct,) = transform([mr]), transform([ct])
+        mr, ct = run.sample(mr_pool, ct_pool, transform)
         mr, ct = mr.to(device), ct.to(device)
         if s.channels_last:
             mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)
@@ -583,7 +615,7 @@ def train_run(
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation)
     plot_losses(out_dir / "loss_curves.png", np.asarray(run.history), LOSS_COLUMNS, run.validation, title=f"{s.model}")
     generator_path = out_dir / "generator.pt"
-    selected = run.best_state if run.best_state is not None else run.nets.g_ct.state_dict()
+    selected = run.best_state if run.best_state is not None else run.g_ct.state_dict()
     selected_step = run.best_step if run.best_state is not None else run.step
     log.info(
         "selected G_CT of step %d (lowest validation MAE)"

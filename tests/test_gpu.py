@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mr2ct.training import TrainSettings, _Run
+from mr2ct.training import TrainSettings, new_run
 
 pytestmark = [
     pytest.mark.gpu,
@@ -29,7 +29,7 @@ def test_training_steps_on_gpu_give_finite_losses(amp, channels_last):
         channels_last=channels_last,
         device="cuda",
     )
-    run = _Run(settings, torch.device("cuda"))
+    run = new_run(settings, torch.device("cuda"))
     mr = torch.rand(2, 1, 32, 32, device="cuda") * 2 - 1
     ct = torch.rand(2, 1, 32, 32, device="cuda") * 2 - 1
     if channels_last:
@@ -37,4 +37,4 @@ def test_training_steps_on_gpu_give_finite_losses(amp, channels_last):
     for _ in range(3):
         losses = run.train_step(mr, ct)
     assert all(torch.isfinite(torch.tensor(v)) for v in losses[:6])
-    assert next(run.nets.g_ct.parameters()).device.type == "cuda"
+    assert next(run.g_ct.parameters()).device.type == "cuda"

@@ -160,11 +160,11 @@ def test_synthesis_writes_int16_hu_on_the_ct_grid(caches, tiny_cohort, tmp_path)
 
 def _generator_grads(settings, mr, ct):
     """Gradients of G_CT's parameters after one training step of a fresh run (same seed, same batch)."""
-    from mr2ct.training import _Run
+    from mr2ct.training import new_run
 
-    run = _Run(settings, torch.device("cpu"))
+    run = new_run(settings, torch.device("cpu"))
     run.train_step(mr, ct)
-    return [p.grad.detach().clone() for p in run.nets.g_ct.parameters()], run
+    return [p.grad.detach().clone() for p in run.g_ct.parameters()], run
 
 
 def test_gc_reaches_the_generator_gradients_with_its_weight():
@@ -178,12 +178,12 @@ def test_gc_reaches_the_generator_gradients_with_its_weight():
     without, _ = _generator_grads(TrainSettings(model="cyclegan_gc", gc_weight=0.0, **base), mr, ct)
     weight = 3.0
     with_gc, _ = _generator_grads(TrainSettings(model="cyclegan_gc", gc_weight=weight, **base), mr, ct)
-    from mr2ct.training import _Run
+    from mr2ct.training import new_run
 
-    fresh = _Run(TrainSettings(model="cyclegan_gc", gc_weight=weight, **base), torch.device("cpu"))
-    fresh.opt_g.zero_grad()
-    gradient_consistency_loss(mr, fresh.nets.g_ct(mr), ct, fresh.nets.g_mr(ct)).backward()
-    expected = [weight * p.grad for p in fresh.nets.g_ct.parameters()]
+    fresh = new_run(TrainSettings(model="cyclegan_gc", gc_weight=weight, **base), torch.device("cpu"))
+    fresh.optimisers["g"].zero_grad()
+    gradient_consistency_loss(mr, fresh.g_ct(mr), ct, fresh.nets["g_mr"](ct)).backward()
+    expected = [weight * p.grad for p in fresh.g_ct.parameters()]
     moved = 0
     # float cancellation in a - b scales with the gradients themselves (biases before instance norm are ~0)
     atol = 1e-4 * max(float(a.abs().max()) for a in with_gc)
