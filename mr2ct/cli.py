@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (default README.md)")
     p.set_defaults(func=_cmd_readme_results)
 
-    from .provenance import add_audit_parser
+    from .audit import add_audit_parser
 
     add_audit_parser(sub)
     return parser

@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figure_identity import identity_metadata  # noqa: E402
 from .io import atomic_path  # noqa: E402
-from .provenance import identity_metadata  # noqa: E402
 
 __all__ = [
     "CT_WINDOW",

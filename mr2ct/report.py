@@ -112,7 +112,7 @@ def figures_job(
 
 def provenance_summary_job(workdir: str | os.PathLike, out_csv: str | os.PathLike) -> Path:
     """``provenance_summary.csv``: the code versions and configs behind the run's records."""
-    from .provenance import code_summary
+    from .audit import code_summary
 
     columns = [
         "commit",

@@ -25,21 +25,10 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from mr2ct import provenance  # noqa: E402
+from mr2ct.audit import add_audit_parser, audit, iter_tree, render_text  # noqa: E402
+from mr2ct.figure_identity import embedded_identity, identity_metadata, read_png_text, stamp_png  # noqa: E402
 from mr2ct.io import InputError  # noqa: E402
-from mr2ct.provenance import (  # noqa: E402
-    ProvenanceError,
-    add_audit_parser,
-    audit,
-    begin_job,
-    config_sha256,
-    embedded_identity,
-    identity_metadata,
-    iter_tree,
-    read_png_text,
-    render_text,
-    stamp_png,
-    write_job_record,
-)
+from mr2ct.provenance import ProvenanceError, begin_job, config_sha256, write_job_record  # noqa: E402
 
 from .conftest import ROOT  # noqa: E402
 
