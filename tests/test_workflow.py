@@ -181,6 +181,26 @@ def test_every_figure_audits_back_to_the_cohort_and_config(tiny_run):
     assert json.loads(as_json.stdout)
 
 
+def test_tiny_run_matches_its_golden_values(tiny_run):
+    """Per-(model, fold) means of the tiny run against ``tests/golden/tiny_synthesis.csv``.
+
+    The tolerances are three times the largest deviation measured between emulated platforms
+    (bf16 / fp32, AVX-512 / AVX2 kernels) by ``benchmarks/golden_tiny.py``, which also writes the
+    file; the planted bugs it was checked against (GC arm without GC, mirrored synthetic CT)
+    leave them (``BENCHMARKS.md``, *Tests*). A deliberate change of the numerics regenerates it."""
+    golden = pd.read_csv(ROOT / "tests/golden/tiny_synthesis.csv")
+    table = pd.read_csv(tiny_run / "results/tables/synthesis_metrics.csv")
+    means = table.groupby(["model", "fold"])[sorted(set(golden["metric"]))].mean()
+    assert set(means.index) == set(zip(golden["model"], golden["fold"]))
+    outside = [
+        f"{row.model} fold {row.fold} {row.metric}: {means.loc[(row.model, row.fold), row.metric]:.4f}, "
+        f"golden {row.value:.4f} ± {row.tolerance:.4f}"
+        for row in golden.itertuples()
+        if abs(means.loc[(row.model, row.fold), row.metric] - row.value) > row.tolerance
+    ]
+    assert not outside, "tiny run outside its golden bands:\n" + "\n".join(outside)
+
+
 def test_rerun_has_nothing_to_do(tiny_run):
     result = snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
