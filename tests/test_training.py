@@ -37,6 +37,20 @@ def test_same_settings_give_identical_weights(caches, tmp_path, model):
     assert not torch.equal(_weights(a)["model.1.weight"], _weights(c)["model.1.weight"])
 
 
+def test_bf16_autocast_on_cpu_is_deterministic_and_differs_from_fp32(caches, tmp_path):
+    """``train.amp: bf16`` runs on any CPU (emulated where not native); the tiny workflow pins fp32
+    for its golden values, so this is where the bf16 path of the default run is exercised."""
+    settings = TrainSettings(model="cyclegan_gc", gc_weight=1.0, **{**TINY, "steps": 4}, amp="bf16")
+    a = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path / "a", progress=False)
+    b = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path / "b", progress=False)
+    _assert_same(_weights(a), _weights(b))
+    c = train_run(
+        dataclasses.replace(settings, amp="none"), [caches[0]], [caches[1]], [caches[3]], tmp_path / "c", progress=False
+    )
+    assert not torch.equal(_weights(a)["model.1.weight"], _weights(c)["model.1.weight"])
+    assert all(torch.isfinite(w).all() for w in _weights(a).values())
+
+
 def test_interrupted_run_resumes_bit_identically(caches, tmp_path):
     settings = TrainSettings(model="cyclegan_gc", gc_weight=1.0, **TINY)
     reference = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path / "ref", progress=False)
