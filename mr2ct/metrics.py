@@ -532,10 +532,6 @@ class SurfaceDistances:
             return float("nan")
         return float(max(np.percentile(self.a_to_b, 95), np.percentile(self.b_to_a, 95)))
 
-    def as_dict(self) -> dict[str, float]:
-        """Scalar summaries: ``assd``, ``hd95``, ``hd`` (all mm)."""
-        return {"assd": self.assd, "hd95": self.hd95, "hd": self.hd}
-
 
 def surface_distances(
     a: npt.ArrayLike,

@@ -367,7 +367,7 @@ def test_directed_variants() -> None:
     assert sd.assd_mean_of_directed == pytest.approx((1.5 + 10.0) / 2)
     assert sd.hd95_max_directed == pytest.approx(10.0)
     assert sd.hd95 == pytest.approx(np.percentile([0, 1, 2, 3, 10], 95))
-    assert sd.as_dict()["hd"] == 10.0
+    assert sd.hd == 10.0
 
 
 @pytest.mark.parametrize("which", ["a", "b", "both"])
@@ -412,7 +412,26 @@ def test_segmentation_scores() -> None:
         assert row["dice"] == pytest.approx(metrics.dice(p, r))
         assert row["assd_mm"] == pytest.approx(mb.assd(p, r, voxelspacing=sp), abs=1e-6)
         assert row["hd95_mm"] == pytest.approx(mb.hd95(p, r, voxelspacing=sp), abs=1e-6)
+        assert row["n_pred"] == np.count_nonzero(p) and row["n_ref"] == np.count_nonzero(r)
     absent = rows[2]
     assert absent["n_pred"] == absent["n_ref"] == 0
     assert math.isnan(absent["dice"]) and math.isnan(absent["assd_mm"])
     assert math.isnan(absent["hd95_mm"])
+    # the connectivity reaches the surface extraction (medpy's oracle with the same connectivity)
+    for connectivity in (1, 3):
+        rows = metrics.segmentation_scores(pred, ref, sp, [2], connectivity=connectivity)
+        p, r = pred == 2, ref == 2
+        oracle = mb.assd(p, r, voxelspacing=sp, connectivity=connectivity)
+        assert rows[0]["assd_mm"] == pytest.approx(oracle, abs=1e-6), connectivity
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.segmentation_scores(pred, ref[:-1], sp, [1])
+
+
+def test_dice_errors_name_the_argument() -> None:
+    mask = np.ones(SHAPE, bool)
+    with pytest.raises(ValueError, match=r"^a must be an array"):
+        metrics.dice(True, mask)
+    with pytest.raises(ValueError, match=r"^b must be an array"):
+        metrics.dice(mask, True)
+    with pytest.raises(ValueError, match=r"same shape, got \(12, 16, 16\) and \(11, 16, 16\)"):
+        metrics.dice(mask, mask[:-1])

@@ -66,13 +66,46 @@ def test_splits_table_is_readable():
     assert (table["role"] == "test").sum() == 8
 
 
+def test_splits_table_lists_every_role_exactly():
+    folds = make_folds([f"s{i}" for i in range(12)], 2, 0, 1)
+    for pairing, roles in (("disjoint", ("train_mr", "train_ct")), ("shuffled", ("train",))):
+        table = splits_table(folds, [4, 2], pairing)
+        for fold in folds:
+            rows = table[table["fold"] == fold.fold]
+            fixed = rows[rows["role"].isin(["test", "validation"])]
+            assert (fixed["size"] == "").all()
+            assert tuple(rows.loc[rows["role"] == "test", "subject"]) == fold.test
+            assert tuple(rows.loc[rows["role"] == "validation", "subject"]) == fold.validation
+            for size in (2, 4):
+                ts = fold.training_set(size, pairing)
+                train = rows[rows["size"] == size]
+                assert tuple(train["role"].unique()) == roles
+                assert tuple(train.loc[train["role"] == roles[0], "subject"]) == ts.mr
+                assert tuple(train.loc[train["role"] == roles[-1], "subject"]) == ts.ct
+            assert list(rows["size"][rows["size"] != ""]) == sorted(rows["size"][rows["size"] != ""])
+
+
+def test_sizes_are_checked_with_the_configured_pairing():
+    from mr2ct.io import InputError
+    from mr2ct.splits import check_sizes
+
+    folds = make_folds([f"s{i}" for i in range(8)], 2, 0, 1)
+    check_sizes(folds, [1], "shuffled")  # one subject is enough when MR and CT come from all of them
+    with pytest.raises(InputError, match="'disjoint' needs at least 2 subjects"):
+        check_sizes(folds, [1], "disjoint")
+
+
 def test_too_few_test_subjects_for_statistics_warns_with_the_count():
     from mr2ct.splits import make_folds, statistics_warning
 
     few = make_folds([f"s{i}" for i in range(5)], folds=2, seed=0, validation_subjects=1)
     warning = statistics_warning(few)
     assert warning is not None and "only 5 test subject(s)" in warning and "p < 0.05" in warning
+    assert warning.endswith("Add subjects (data.phantom.subjects or your cohort).")
     assert statistics_warning(make_folds([f"s{i}" for i in range(12)], folds=3, seed=0)) is None
+    # the boundary: 6 pairs can reach p < 0.05 (two-sided exact Wilcoxon: 2/64), 5 cannot
+    assert statistics_warning(make_folds([f"s{i}" for i in range(6)], folds=2, seed=0, validation_subjects=0)) is None
+    assert "only 5 test" in statistics_warning(make_folds([f"s{i}" for i in range(5)], 2, 0, 0))
 
 
 def test_pinned_splits_for_seed_42():
