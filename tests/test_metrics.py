@@ -168,6 +168,33 @@ def test_ssim_anisotropic_shape_crop() -> None:
     assert metrics.ssim(ref, pred, mask) == pytest.approx(_ssim_synthrad_reference(ref, pred, mask), rel=1e-12)
 
 
+def test_ssim_of_a_volume_thinner_than_the_border_crop_is_nan() -> None:
+    """3 voxels are cropped from every border: 6 voxels along an axis leave nothing (NaN), 7 one."""
+    rng = np.random.default_rng(2)
+    for thin, finite in ((6, False), (7, True)):
+        shape = (thin, 12, 12)
+        ref = rng.uniform(-1000, 1000, shape)
+        pred = ref + rng.normal(0, 50, shape)
+        value = metrics.ssim(ref, pred, np.ones(shape, bool))
+        assert math.isfinite(value) == finite, thin
+        if finite:
+            assert value == pytest.approx(_ssim_synthrad_reference(ref, pred, np.ones(shape, bool)), rel=1e-12)
+
+
+def test_surface_distance_errors_name_the_problem() -> None:
+    mask = np.ones(SHAPE, bool)
+    with pytest.raises(ValueError, match=r"^a must be an array"):
+        metrics.surface_distances(True, mask, (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"^b must be an array"):
+        metrics.surface_distances(mask, True, (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"same shape, got \(12, 16, 16\) and \(11, 16, 16\)"):
+        metrics.surface_distances(mask, mask[:-1], (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"connectivity must be in \[1, 3\], got 4"):
+        metrics.surface_distances(mask, mask, (1.0, 1.0, 1.0), connectivity=4)
+    empty = metrics.surface_distances(np.zeros(SHAPE, bool), mask, (1.0, 1.0, 1.0))
+    assert empty.empty and empty.a_to_b.shape == empty.b_to_a.shape == (0,)
+
+
 def test_image_metrics_empty_mask_nan_without_warning() -> None:
     ref = np.zeros(SHAPE)
     pred = np.ones(SHAPE)
