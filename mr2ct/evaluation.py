@@ -1,7 +1,7 @@
 """Experiment tables: synthesis accuracy per test subject, reference predictions, segmentation scores.
 
-Synthesis rows (``synthesis_metrics.csv``): ``size, model, fold, subject, mae,
-psnr, ssim, mae_boundary``, all against the subject's real CT at its original
+Synthesis rows (``synthesis_metrics.csv``): ``size, model, fold, replicate,
+subject, mae, psnr, ssim, mae_boundary``, all against the subject's real CT at its original
 resolution inside the body mask (definitions in :mod:`mr2ct.metrics`). Besides
 the trained models, three reference predictions built from the same fold's
 data:
@@ -18,9 +18,13 @@ data:
     no synthesis at that resolution can beat.
 
 Segmentation rows (``segmentation_metrics.csv``): ``size, model, fold,
-subject, source, structure, dice, assd_mm, hd95_mm, empty_prediction``; for
-``source = real_ct`` ``model`` is ``real_ct`` and ``size`` is empty (the real CT is
-segmented once per fold). ``empty_prediction`` is 1 when the structure was not
+replicate, subject, source, structure, dice, assd_mm, hd95_mm, empty_prediction``;
+for ``source = real_ct`` ``model`` is ``real_ct`` and ``size`` is empty (the real CT
+is segmented once per fold).
+
+``replicate`` is the seed index of a trained model's run (``splits.replicates``);
+predictions that no seed determines (the reference predictions, the real CT) are
+computed once and carry replicate 0. ``empty_prediction`` is 1 when the structure was not
 predicted at all: its ASSD and HD95 are then missing (NaN), never averaged as if
 they were small.
 """
@@ -59,11 +63,12 @@ __all__ = [
     "write_table",
 ]
 
-SYNTHESIS_COLUMNS = ["size", "model", "fold", "subject", "mae", "psnr", "ssim", "mae_boundary"]
+SYNTHESIS_COLUMNS = ["size", "model", "fold", "replicate", "subject", "mae", "psnr", "ssim", "mae_boundary"]
 SEGMENTATION_COLUMNS = [
     "size",
     "model",
     "fold",
+    "replicate",
     "subject",
     "source",
     "structure",
@@ -133,13 +138,15 @@ def synthesis_rows(
     fold: int,
     label_table: Mapping[int, str] | None,
     band_mm: float = 2.0,
+    replicate: int = 0,
 ) -> pd.DataFrame:
     """Scores of every test subject's synthetic CT (``<synthetic_dir>/<subject>.nii.gz``)."""
     rows = []
     for files in subjects:
         reference = _Reference(files, label_table, band_mm)
         fake = read_volume(Path(synthetic_dir) / f"{files.subject}.nii.gz").data
-        rows.append({"size": size, "model": model, "fold": fold, "subject": files.subject, **reference.scores(fake)})
+        run = {"size": size, "model": model, "fold": fold, "replicate": replicate}
+        rows.append({**run, "subject": files.subject, **reference.scores(fake)})
     return pd.DataFrame(rows, columns=SYNTHESIS_COLUMNS)
 
 
@@ -199,9 +206,8 @@ def reference_predictions(
             cache.ct_hu(cache.ct), cache.shape[:2], order=1, cval=float(cache.ct_hu_points[0])
         )
         for model, prediction in predictions.items():
-            rows.append(
-                {"size": size, "model": model, "fold": fold, "subject": files.subject, **reference.scores(prediction)}
-            )
+            run = {"size": size, "model": model, "fold": fold, "replicate": 0}
+            rows.append({**run, "subject": files.subject, **reference.scores(prediction)})
     return pd.DataFrame(rows, columns=SYNTHESIS_COLUMNS)
 
 
@@ -213,6 +219,7 @@ def segmentation_rows(
     model: str,
     fold: int,
     source: str,
+    replicate: int = 0,
 ) -> pd.DataFrame:
     """Dice, ASSD and HD95 per structure of predicted label files against the reference labels."""
     rows = []
@@ -227,6 +234,7 @@ def segmentation_rows(
                     "size": size,
                     "model": model,
                     "fold": fold,
+                    "replicate": replicate,
                     "subject": files.subject,
                     "source": source,
                     "structure": label_table[score["label"]],
@@ -284,10 +292,18 @@ def _label_table(path: str | os.PathLike | None) -> dict[int, str] | None:
 
 
 def synthesis_metrics_job(
-    subjects: Sequence[SubjectInputs], label_table, synthetic_dir, size: int, model: str, fold: int, band_mm: float, out
+    subjects: Sequence[SubjectInputs],
+    label_table,
+    synthetic_dir,
+    size: int,
+    model: str,
+    fold: int,
+    band_mm: float,
+    out,
+    replicate: int = 0,
 ) -> Path:
     """Score one run's synthetic CT of its fold's test subjects; write the CSV part."""
-    table = synthesis_rows(synthetic_dir, subjects, size, model, fold, _label_table(label_table), band_mm)
+    table = synthesis_rows(synthetic_dir, subjects, size, model, fold, _label_table(label_table), band_mm, replicate)
     return write_table(table, out)
 
 
@@ -320,8 +336,8 @@ def reference_metrics_job(
 
 #: columns and sort keys of the two aggregated tables
 TABLE_KINDS = {
-    "synthesis": (SYNTHESIS_COLUMNS, ["size", "model", "fold", "subject"]),
-    "segmentation": (SEGMENTATION_COLUMNS, ["source", "size", "model", "fold", "subject", "structure"]),
+    "synthesis": (SYNTHESIS_COLUMNS, ["size", "model", "fold", "replicate", "subject"]),
+    "segmentation": (SEGMENTATION_COLUMNS, ["source", "size", "model", "fold", "replicate", "subject", "structure"]),
 }
 
 
@@ -350,11 +366,12 @@ def segmentation_metrics_job(
     fold: int,
     size: int | None = None,
     model: str = "real_ct",
+    replicate: int = 0,
 ) -> Path:
     """Score one folder of predicted labels (real CT when ``model == 'real_ct'``); write the CSV part."""
     predictions = {s.subject: Path(labels_dir) / f"{s.subject}.nii.gz" for s in subjects}
     source = "real_ct" if model == "real_ct" else "synthetic_ct"
-    table = segmentation_rows(predictions, subjects, _label_table(label_table), size, model, fold, source)
+    table = segmentation_rows(predictions, subjects, _label_table(label_table), size, model, fold, source, replicate)
     return write_table(table, out)
 
 

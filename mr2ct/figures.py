@@ -167,7 +167,7 @@ def plot_metric_vs_size(
 
     For each arm of ``arms`` (CycleGAN without and with GC) and each size: the
     mean over all test subjects of all folds (one value per ``(fold,
-    subject)``) as a line with markers, its 95 % **percentile bootstrap**
+    subject)``, and seed with ``splits.replicates``) as a line with markers, its 95 % **percentile bootstrap**
     confidence interval (``n_boot`` resamples of the subjects,
     :func:`mr2ct.statistics.bootstrap_mean_ci`, seeded) as a band, and every
     subject as a small semi-transparent point (jittered sideways; the two arms
@@ -482,19 +482,20 @@ _LOSS_PANELS: tuple[tuple[str, str], ...] = (
 
 def read_loss_tables(
     paths: Sequence[str | os.PathLike], runs: Sequence[Sequence]
-) -> dict[tuple[int, str, int], pd.DataFrame]:
-    """Read the runs' ``losses.tsv`` files into ``{(size, model, fold): table}``; ``runs[i]`` is the
-    ``(size, model, fold)`` of ``paths[i]`` (as the workflow names them, not guessed from the path)."""
+) -> dict[tuple[int, str, int, int], pd.DataFrame]:
+    """Read the runs' ``losses.tsv`` files into ``{(size, model, fold, replicate): table}``; ``runs[i]``
+    is the ``(size, model, fold, replicate)`` of ``paths[i]`` (as the workflow names them, not guessed
+    from the path)."""
     if len(paths) != len(runs):
         raise ValueError(f"{len(paths)} loss table(s) for {len(runs)} run(s)")
     return {
-        (int(size), str(model), int(fold)): pd.read_csv(path, sep="\t")
-        for path, (size, model, fold) in zip(paths, runs)
+        (int(size), str(model), int(fold), int(replicate)): pd.read_csv(path, sep="\t")
+        for path, (size, model, fold, replicate) in zip(paths, runs)
     }
 
 
 def plot_training_curves(
-    loss_tables: Mapping[tuple[int, str, int], pd.DataFrame],
+    loss_tables: Mapping[tuple[int, str, int, int], pd.DataFrame],
     path_stem: str | os.PathLike,
     size: int | None = None,
     models: Sequence[str] = ARMS,
@@ -507,7 +508,7 @@ def plot_training_curves(
     [+ weighted GC]), (b) discriminator loss (LSGAN, both domains), (c) cycle
     loss (unweighted L1, both directions), (d) GC loss ``1 − GC`` averaged over
     both directions (logged for CycleGAN too, where it is not optimised).
-    Each fold is a thin line, the mean over folds (per step) a thick line, in
+    Each run (fold and seed) is a thin line, the mean over runs (per step) a thick line, in
     the model's colour. Curves are smoothed by a centred moving average over
     ``smooth_fraction`` of the run's steps (at least one step). ``size``
     defaults to the largest size among the given models' runs.
@@ -515,7 +516,7 @@ def plot_training_curves(
     Parameters
     ----------
     loss_tables:
-        ``{(size, model, fold): table}`` with columns ``step`` and the loss
+        ``{(size, model, fold, replicate): table}`` with columns ``step`` and the loss
         columns of ``losses.tsv`` (see :func:`read_loss_tables`).
     path_stem:
         Output path without suffix.
@@ -531,11 +532,11 @@ def plot_training_curves(
         max_step = 1.0
         for letter, ax, (column, ylabel) in zip("abcd", axes.ravel(), _LOSS_PANELS):
             drawn = False
-            for model in _ordered(m for _, m, _ in runs):
+            for model in _ordered(k[1] for k in runs):
                 colour = _style(model)["color"]
                 smoothed = []
-                for (_, m, _fold), table in sorted(runs.items(), key=lambda kv: kv[0][2]):
-                    if m != model or column not in table or "step" not in table:
+                for key, table in sorted(runs.items(), key=lambda kv: kv[0][2:]):
+                    if key[1] != model or column not in table or "step" not in table:
                         continue
                     t = table[["step", column]].apply(pd.to_numeric, errors="coerce").dropna().sort_values("step")
                     if t.empty:
@@ -560,11 +561,11 @@ def plot_training_curves(
             ax.xaxis.set_major_formatter(_step_formatter(max_step))
         handles = [
             Line2D([], [], color=_style(m)["color"], lw=1.4, label=_style(m)["label"])
-            for m in _ordered(m for _, m, _ in runs)
+            for m in _ordered(k[1] for k in runs)
         ]
         handles += [
-            Line2D([], [], color="0.3", lw=0.5, alpha=0.6, label="single fold"),
-            Line2D([], [], color="0.3", lw=1.4, label="mean of folds"),
+            Line2D([], [], color="0.3", lw=0.5, alpha=0.6, label="single run"),
+            Line2D([], [], color="0.3", lw=1.4, label="mean of runs"),
         ]
         title = f"runs with {size:g} training volumes" if size is not None else None
         fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), title=title, title_fontsize=7)
@@ -574,7 +575,7 @@ def plot_training_curves(
 def render_all(
     synthesis: pd.DataFrame | None,
     segmentation: pd.DataFrame | None,
-    loss_tables: Mapping[tuple[int, str, int], pd.DataFrame] | None,
+    loss_tables: Mapping[tuple[int, str, int, int], pd.DataFrame] | None,
     out_dir: str | os.PathLike,
     seed: int = 0,
 ) -> list[Path]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .evaluation import BONE_PREFIXES, write_table
@@ -48,8 +49,10 @@ def statistics_job(
     segmentation = None
     parts = [statistics_table(synthesis, SYNTHESIS_METRICS, seed=seed).assign(experiment="synthesis")]
     summaries = [summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model")).assign(experiment="synthesis")]
+    seeds = "replicate" in synthesis and synthesis["replicate"].max() > 0
+    over = "folds, seeds and test subjects" if seeds else "folds and test subjects"
     markdown = [
-        "### Synthesis accuracy (mean ± sd over folds and test subjects)",
+        f"### Synthesis accuracy (mean ± sd over {over})",
         "",
         to_markdown(summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model"))),
     ]
@@ -62,7 +65,7 @@ def statistics_job(
         summaries.append(seg_summary.assign(experiment="segmentation"))
         markdown += [
             "",
-            "### Segmentation of real and synthetic CT (mean ± sd over structures, folds and subjects)",
+            f"### Segmentation of real and synthetic CT (mean ± sd over structures, {over.replace('test ', '')})",
             "",
             to_markdown(seg_summary),
             SURFACE_DISTANCE_NOTE,
@@ -147,6 +150,14 @@ def _with_gc(verdict: str) -> str:
 USABLE_DICE_GAP = 0.10
 
 
+def _seed_spread(row) -> str:
+    """ ", between-seed sd ±x HU over k seeds" for a comparison of replicated runs, else ""."""
+    k = getattr(row, "n_replicates", 1)
+    if not (k > 1 and np.isfinite(row.seed_sd_difference)):
+        return ""
+    return f", between-seed sd of the difference {row.seed_sd_difference:.1f} HU over {k:g} seeds"
+
+
 def findings(
     synthesis: pd.DataFrame, statistics: pd.DataFrame, segmentation: pd.DataFrame | None, seed: int = 0
 ) -> list[str]:
@@ -160,7 +171,7 @@ def findings(
        to the constant baseline on the same subjects, which says whether it learnt anything;
        last a verdict per finding.
     """
-    from .statistics import paired_comparison
+    from .statistics import paired_comparison, pairing_keys
 
     gc_arm, plain_arm = ARMS[1], ARMS[0]
     lines = ["### The paper's findings on this run (computed from the tables above)", ""]
@@ -186,15 +197,24 @@ def findings(
     verdicts: dict[str, list[str]] = {"data": [], "gc": [], "boundary": []}
     if len(sizes) > 1:
         frame = synthesis[synthesis["model"].isin(ARMS) & synthesis["size"].isin([sizes[0], largest])]
-        by_size = paired_comparison(frame, "mae", a=largest, b=sizes[0], by=("model",), model_column="size", seed=seed)
+        by_size = paired_comparison(
+            frame,
+            "mae",
+            a=largest,
+            b=sizes[0],
+            by=("model",),
+            pair_on=pairing_keys(frame),
+            model_column="size",
+            seed=seed,
+        )
         for row in by_size.itertuples():
             verdict = _verdict(row.ci_low, row.ci_high, row.wilcoxon_p)
             verdicts["data"].append(f"{row.model}: {verdict}")
             lines.append(
                 f"- **More training data → lower MAE** ({row.model}): size {largest:g} vs {sizes[0]:g}: "
                 f"{row.mean_a:.1f} vs {row.mean_b:.1f} HU, difference {row.mean_difference:+.1f} HU "
-                f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): "
-                f"{verdict}."
+                f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}], Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs})"
+                f"{_seed_spread(row)}: {verdict}."
             )
     for metric, key, label in (("mae", "gc", "MAE"), ("mae_boundary", "boundary", "boundary MAE")):
         rows = statistics[(statistics["experiment"] == "synthesis") & (statistics["metric"] == metric)]
@@ -207,7 +227,7 @@ def findings(
             lines.append(
                 f"- **GC → lower {label}** (size {row.size:g}): {row.mean_a:.1f} vs {row.mean_b:.1f} HU, "
                 f"difference {row.mean_difference:+.1f} HU [{row.ci_low:+.1f}, {row.ci_high:+.1f}], "
-                f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}): {verdict}."
+                f"Wilcoxon p = {row.wilcoxon_p:.3g} (n = {row.n_pairs}){_seed_spread(row)}: {verdict}."
             )
     usable = None
     if segmentation is not None and not segmentation.empty:

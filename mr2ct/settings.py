@@ -124,8 +124,9 @@ class TrainSettings:
         check_section("train", {k: v for k, v in fields.items() if k not in ("model", "seed")})
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int) -> TrainSettings:
-        """Settings of one run; the seed is derived from the config seed, size, model and fold."""
+    def from_config(cls, config: dict[str, Any], model: str, size: int, fold: int, replicate: int = 0) -> TrainSettings:
+        """Settings of one run; the seed is derived from the config seed, size, model, fold and
+        replicate (``splits.replicates``; replicate 0 has the seed of an unreplicated run)."""
         train = dict(config["train"])
         gc_weight = float(train.pop("gc_weight")) if model == "cyclegan_gc" else 0.0
         train.pop("gc_weight", None)
@@ -134,7 +135,11 @@ class TrainSettings:
         else:
             train.pop("supervised_steps", None)
         train = _hyperparameters(train, "train", cls, {"model", "seed"})
-        seed = _seed(config, TRAIN_SEED_TAG, size, MODELS.index(model), fold)
+        n_replicates = int(config.get("splits", {}).get("replicates", 1))
+        if not 0 <= int(replicate) < n_replicates:
+            raise InputError(f"replicate {replicate} is outside config key 'splits.replicates' ({n_replicates})")
+        tags = [TRAIN_SEED_TAG, size, MODELS.index(model), fold] + ([int(replicate)] if replicate else [])
+        seed = _seed(config, *tags)
         return cls(model=model, gc_weight=gc_weight, seed=seed, **train)
 
     def digest(self) -> str:

@@ -4,7 +4,11 @@ The two experiments of Hiasa et al. (2018) compare CycleGAN with and without
 the gradient-consistency (GC) loss on the *same* test subjects: every fold
 trains both arms on the same training set and scores them on the same
 held-out subjects. The comparison is therefore paired on ``(fold, subject)``
-(and, for segmentation, per structure):
+(and, for segmentation, per structure); with seeds as replicates
+(``splits.replicates``) on ``(fold, subject, replicate)``, replicate *r* of one
+arm against replicate *r* of the other, and the spread of the effect between
+seeds is reported next to it (``n_replicates``, ``seed_sd_difference``: the
+standard deviation over replicates of each replicate's mean difference):
 
 * :func:`paired_comparison` -- per group (e.g. training-set size): mean of
   each arm, median and mean of the paired difference ``a − b``, a percentile
@@ -59,6 +63,7 @@ __all__ = [
     "holm_adjust",
     "metric_direction",
     "paired_comparison",
+    "pairing_keys",
     "segmentation_statistics",
     "statistics_table",
     "summary_table",
@@ -122,10 +127,15 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
     "mean_difference",
     "ci_low",
     "ci_high",
+    "n_replicates",
+    "seed_sd_difference",
     "wilcoxon_p",
     "better",
     "note",
 )
+
+#: Column of a table holding the seed index of a trained model's run (``splits.replicates``).
+REPLICATE = "replicate"
 
 _BOOT_CHUNK_ELEMENTS = 2_000_000  # bootstrap index matrix elements per chunk (bounds memory)
 
@@ -312,7 +322,10 @@ def paired_comparison(
         so a NaN row costs its partner too), ``mean_a, mean_b`` (over
         the pairs), ``median_difference, mean_difference`` (``a − b``),
         ``ci_low, ci_high`` (percentile bootstrap 95 % CI of the mean
-        difference), ``wilcoxon_p`` (two-sided; NaN when fewer than two pairs
+        difference), ``n_replicates`` and ``seed_sd_difference`` (when
+        ``pair_on`` holds ``replicate``: the number of replicates paired and
+        the sample standard deviation over them of the per-replicate mean
+        difference, NaN for fewer than two), ``wilcoxon_p`` (two-sided; NaN when fewer than two pairs
         or all differences are zero), ``better`` (``a``, ``b``, ``"tie"`` or
         ``""`` by the sign of the mean difference and the metric's direction)
         and ``note`` (why something is NaN or rows were dropped).
@@ -377,6 +390,7 @@ def _compare_group(group, metric, a, b, pair_on, model_column, n_boot, seed) -> 
     p, p_note = _wilcoxon(d)
     if p_note and n_pairs:
         notes.append(p_note)
+    n_replicates, seed_sd = _between_seed_spread(paired, d, pair_on)
     return {
         "metric": metric,
         "a": a,
@@ -389,10 +403,26 @@ def _compare_group(group, metric, a, b, pair_on, model_column, n_boot, seed) -> 
         "mean_difference": mean_d,
         "ci_low": ci_low,
         "ci_high": ci_high,
+        "n_replicates": n_replicates,
+        "seed_sd_difference": seed_sd,
         "wilcoxon_p": p,
         "better": better_model(metric, mean_d, a, b),
         "note": "; ".join(notes),
     }
+
+
+def _between_seed_spread(paired: pd.DataFrame, d: np.ndarray, pair_on: tuple[str, ...]) -> tuple[int, float]:
+    """Replicates among the pairs and the sd (ddof 1) of their per-replicate mean differences."""
+    if REPLICATE not in pair_on or not len(d):
+        return (1 if len(d) else 0), math.nan
+    per_seed = pd.Series(d, index=paired.index.get_level_values(REPLICATE))
+    means = per_seed.groupby(level=0).mean().to_numpy()
+    return len(means), float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
+
+
+def pairing_keys(table: pd.DataFrame) -> tuple[str, ...]:
+    """What identifies a pair of runs' scores: ``(fold, subject)``, plus ``replicate`` when the table has it."""
+    return ("fold", "subject", REPLICATE) if REPLICATE in table.columns else ("fold", "subject")
 
 
 def _with_holm(frame: pd.DataFrame) -> pd.DataFrame:
@@ -417,11 +447,14 @@ def statistics_table(
     """GC vs. no GC on every synthesis metric and training-set size.
 
     :func:`paired_comparison` of ``a`` against ``b`` for each metric, grouped
-    by ``size`` and paired on ``(fold, subject)``, stacked metric by metric
+    by ``size`` and paired on :func:`pairing_keys`, stacked metric by metric
     (in the order given) and by increasing size, plus ``wilcoxon_p_holm``
     (Holm adjustment over the sizes of one metric).
     """
-    parts = [paired_comparison(synthesis, m, a=a, b=b, by=("size",), n_boot=n_boot, seed=seed) for m in metrics]
+    keys = pairing_keys(synthesis)
+    parts = [
+        paired_comparison(synthesis, m, a=a, b=b, by=("size",), pair_on=keys, n_boot=n_boot, seed=seed) for m in metrics
+    ]
     if not parts:
         raise ValueError("statistics_table needs at least one metric")
     return _with_holm(pd.concat(parts, ignore_index=True))
@@ -437,10 +470,10 @@ def compare_to_real_ct(
     """Segmentation of each model's synthetic CT against that of the real CT.
 
     The real CT is segmented once per fold (rows with ``source == "real_ct"``,
-    empty ``size``); its rows are repeated for every training-set size so that
-    each ``(size, structure)`` group pairs the synthetic-CT score (``a`` = the
-    model) with the real-CT score (``b = "real_ct"``) of the same fold and
-    subject. A negative Dice difference is the loss from using synthetic CT.
+    empty ``size``); its rows are repeated for every training-set size (and
+    replicate) so that each ``(size, structure)`` group pairs the synthetic-CT
+    score (``a`` = the model) with the real-CT score (``b = "real_ct"``) of the
+    same fold and subject. A negative Dice difference is the loss from using synthetic CT.
     """
     _require(segmentation, ("size", "model", "fold", "subject", "source", "structure", metric), "compare_to_real_ct")
     synthetic = segmentation[segmentation["source"] == "synthetic_ct"]
@@ -448,11 +481,18 @@ def compare_to_real_ct(
     sizes = sorted(pd.to_numeric(synthetic["size"], errors="coerce").dropna().unique())
     if real.empty or not sizes:
         return pd.DataFrame(columns=["size", "structure", *COMPARISON_COLUMNS])
-    real_by_size = pd.concat([real.assign(size=s) for s in sizes], ignore_index=True)
+    keys = pairing_keys(segmentation)
+    replicates = sorted(synthetic[REPLICATE].unique()) if REPLICATE in keys else [None]
+    real_by_size = pd.concat(
+        [real.assign(size=s, **({REPLICATE: r} if r is not None else {})) for s in sizes for r in replicates],
+        ignore_index=True,
+    )
     combined = pd.concat([synthetic, real_by_size], ignore_index=True)
     combined["size"] = pd.to_numeric(combined["size"])
     parts = [
-        paired_comparison(combined, metric, a=m, b="real_ct", by=("size", "structure"), n_boot=n_boot, seed=seed)
+        paired_comparison(
+            combined, metric, a=m, b="real_ct", by=("size", "structure"), pair_on=keys, n_boot=n_boot, seed=seed
+        )
         for m in models
         if (synthetic["model"] == m).any()
     ]
@@ -473,7 +513,7 @@ def segmentation_statistics(
     """Segmentation comparisons per training-set size and structure.
 
     1. ``a`` vs. ``b`` (synthetic CT of GC vs. no GC) on each of ``metrics``,
-       grouped by ``(size, structure)``, paired on ``(fold, subject)``;
+       grouped by ``(size, structure)``, paired on :func:`pairing_keys`;
     2. when ``real_ct_metric`` is given, each of ``a`` and ``b`` against the
        real CT on that metric (:func:`compare_to_real_ct`).
 
@@ -483,8 +523,10 @@ def segmentation_statistics(
     """
     synthetic = segmentation[segmentation["source"] == "synthetic_ct"].copy()
     synthetic["size"] = pd.to_numeric(synthetic["size"], errors="coerce")
+    keys = pairing_keys(synthetic)
     parts = [
-        paired_comparison(synthetic, m, a=a, b=b, by=("size", "structure"), n_boot=n_boot, seed=seed) for m in metrics
+        paired_comparison(synthetic, m, a=a, b=b, by=("size", "structure"), pair_on=keys, n_boot=n_boot, seed=seed)
+        for m in metrics
     ]
     if real_ct_metric is not None:
         parts.append(compare_to_real_ct(segmentation, real_ct_metric, models=(b, a), n_boot=n_boot, seed=seed))

@@ -43,6 +43,8 @@ if _design_warning:
     print(f"mr2ct: warning: {_design_warning}", file=sys.stderr)
 SIZES = sorted(config["splits"]["sizes"])
 MODELS = config["models"]
+# seeds of a training run (splits.replicates): rep0 has the seed an unreplicated run would have
+REPLICATES = list(range(config["splits"]["replicates"]))
 FOLD_IDS = [f.fold for f in FOLDS]
 # experiment 2 needs reference labels (the phantom has them; other cohorts when labels_table is set)
 LABELLED = COHORT.labels_table is not None
@@ -69,6 +71,7 @@ wildcard_constraints:
     size="|".join(str(s) for s in SIZES),
     model="|".join(MODELS),
     fold="|".join(str(f) for f in FOLD_IDS),
+    replicate="|".join(str(r) for r in REPLICATES),
 
 
 def subject_files(wildcards):
@@ -88,9 +91,12 @@ def preprocessed(subjects):
     return [f"{RESULTS}/preprocessed/{s}.npz" for s in subjects]
 
 
-def run_path(stage, wildcards=None, size="{size}", model="{model}", fold="{fold}"):
-    """results/<stage>/<size>/<model>/fold<fold>: the experiment design, readable from `ls results`."""
-    return f"{RESULTS}/{stage}/{size}/{model}/fold{fold}"
+def run_path(
+    stage, wildcards=None, size="{size}", model="{model}", fold="{fold}", replicate="{replicate}", root=RESULTS
+):
+    """<root>/<stage>/<size>/<model>/fold<fold>/rep<replicate>: the experiment design, readable from
+    `ls results` (also the stem of a run's per-job table, log and benchmark)."""
+    return f"{root}/{stage}/{size}/{model}/fold{fold}/rep{replicate}"
 
 
 def training_set(wildcards):
@@ -110,7 +116,8 @@ def train_settings(wildcards):
     from dataclasses import asdict
     from mr2ct.settings import TrainSettings
 
-    return asdict(TrainSettings.from_config(config, wildcards.model, int(wildcards.size), int(wildcards.fold)))
+    w = wildcards
+    return asdict(TrainSettings.from_config(config, w.model, int(w.size), int(w.fold), int(w.replicate)))
 
 
 def segmentation_settings(wildcards):
@@ -173,18 +180,18 @@ def qualitative_subject(wildcards=None):
     return files
 
 
-#: every training run of the design, (size, model, fold), in the order of all_runs
-RUNS = [(size, model, fold) for size in SIZES for model in MODELS for fold in FOLD_IDS]
+#: every training run of the design, (size, model, fold, replicate), in the order of all_runs
+RUNS = [(size, model, fold, rep) for size in SIZES for model in MODELS for fold in FOLD_IDS for rep in REPLICATES]
 
 
 def all_runs(stage, filename):
-    """results/<stage>/<size>/<model>/fold<k>/<filename> of every run, in RUNS order."""
-    return [os.path.join(run_path(stage, size=size, model=model, fold=fold), filename) for size, model, fold in RUNS]
+    """results/<stage>/<size>/<model>/fold<k>/rep<r>/<filename> of every run, in RUNS order."""
+    return [os.path.join(run_path(stage, None, *run), filename) for run in RUNS]
 
 
 def all_run_tables(stage):
-    """results/<stage>/<size>/<model>/fold<k>.csv of every run, in RUNS order."""
-    return [f"{RESULTS}/{stage}/{size}/{model}/fold{fold}.csv" for size, model, fold in RUNS]
+    """results/<stage>/<size>/<model>/fold<k>/rep<r>.csv of every run, in RUNS order."""
+    return [f"{run_path(stage, None, *run)}.csv" for run in RUNS]
 
 
 QUALITATIVE_MODELS = [m for m in (*ARMS, "reference_supervised") if m in MODELS]
@@ -208,8 +215,8 @@ def figure(stem, caption):
 
 
 def qualitative_inputs(wildcards):
-    """Synthetic CT of fold 0 at the largest size, per arm of the experiment."""
-    return [run_path("synthetic_ct", size=max(SIZES), model=m, fold=0) for m in QUALITATIVE_MODELS]
+    """Synthetic CT of fold 0, replicate 0, at the largest size, per arm of the experiment."""
+    return [run_path("synthetic_ct", size=max(SIZES), model=m, fold=0, replicate=0) for m in QUALITATIVE_MODELS]
 
 
 def get_final_output():

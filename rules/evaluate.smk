@@ -6,11 +6,11 @@ rule synthesis_metrics:
         unpack(test_references),
         synthetic=run_path("synthetic_ct"),
     output:
-        f"{RESULTS}/metrics/synthesis/{{size}}/{{model}}/fold{{fold}}.csv",
+        run_path("metrics/synthesis") + ".csv",
     log:
-        f"{LOGS}/synthesis_metrics/{{size}}/{{model}}/fold{{fold}}.log",
+        run_path("synthesis_metrics", root=LOGS) + ".log",
     benchmark:
-        f"{BENCH}/synthesis_metrics/{{size}}/{{model}}/fold{{fold}}.tsv"
+        run_path("synthesis_metrics", root=BENCH) + ".tsv"
     conda:
         "../envs/data.yaml"
     threads: 1

@@ -55,9 +55,9 @@ rule segment_synthetic_ct:
     output:
         directory(run_path("labels")),
     log:
-        f"{LOGS}/segment/{{size}}/{{model}}/fold{{fold}}.log",
+        run_path("segment", root=LOGS) + ".log",
     benchmark:
-        f"{BENCH}/segment/{{size}}/{{model}}/fold{{fold}}.tsv"
+        run_path("segment", root=BENCH) + ".tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -99,11 +99,11 @@ rule segmentation_metrics_synthetic_ct:
         reference=lambda wc: test_references(wc)["labels"],
         label_table=lambda wc: test_references(wc)["label_table"],
     output:
-        f"{RESULTS}/metrics/segmentation/{{size}}/{{model}}/fold{{fold}}.csv",
+        run_path("metrics/segmentation") + ".csv",
     log:
-        f"{LOGS}/segmentation_metrics/{{size}}/{{model}}/fold{{fold}}.log",
+        run_path("segmentation_metrics", root=LOGS) + ".log",
     benchmark:
-        f"{BENCH}/segmentation_metrics/{{size}}/{{model}}/fold{{fold}}.tsv"
+        run_path("segmentation_metrics", root=BENCH) + ".tsv"
     conda:
         "../envs/data.yaml"
     threads: 1

@@ -9,9 +9,9 @@ rule train:
         losses=f"{run_path('models')}/losses.tsv",
         curves=f"{run_path('models')}/loss_curves.png",
     log:
-        f"{LOGS}/train/{{size}}/{{model}}/fold{{fold}}.log",
+        run_path("train", root=LOGS) + ".log",
     benchmark:
-        f"{BENCH}/train/{{size}}/{{model}}/fold{{fold}}.tsv"
+        run_path("train", root=BENCH) + ".tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["train"]["threads"]
@@ -32,9 +32,9 @@ rule synthesize:
     output:
         directory(run_path("synthetic_ct")),
     log:
-        f"{LOGS}/synthesize/{{size}}/{{model}}/fold{{fold}}.log",
+        run_path("synthesize", root=LOGS) + ".log",
     benchmark:
-        f"{BENCH}/synthesize/{{size}}/{{model}}/fold{{fold}}.tsv"
+        run_path("synthesize", root=BENCH) + ".tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1

@@ -101,7 +101,8 @@ def test_segmentation_rows_and_table(subjects, tmp_path):
     write_table(b, tmp_path / "b.csv")
     out = concat_parts([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "all.csv", "segmentation")
     text = out.read_text()
-    assert text.splitlines()[0] == "size,model,fold,subject,source,structure,dice,assd_mm,hd95_mm,empty_prediction"
+    header = "size,model,fold,replicate,subject,source,structure,dice,assd_mm,hd95_mm,empty_prediction"
+    assert text.splitlines()[0] == header
     assert len(text.splitlines()) == 1 + 2 * len(LABELS)
 
 

@@ -87,7 +87,7 @@ def make_losses(seed: int = 0, steps: int = 60) -> dict:
         for model in ("cyclegan", "cyclegan_gc"):
             for fold in range(FOLDS):
                 step = np.arange(1, steps + 1)
-                tables[(size, model, fold)] = pd.DataFrame(
+                tables[(size, model, fold, 0)] = pd.DataFrame(
                     {
                         "step": step,
                         "loss_g": 10 * np.exp(-step / 20) + rng.normal(0, 0.3, steps) + 3,
@@ -166,7 +166,7 @@ def test_surface_distances_two_panels(tmp_path):
 
 def test_training_curves(tmp_path):
     tables = make_losses()
-    tables[(6, "cyclegan", 0)].loc[::5, "gc_loss"] = np.nan
+    tables[(6, "cyclegan", 0, 0)].loc[::5, "gc_loss"] = np.nan
     stem = tmp_path / "training_curves"
     check_written(F.plot_training_curves(tables, stem), stem)
     # one model missing entirely
@@ -176,13 +176,13 @@ def test_training_curves(tmp_path):
 
 
 def test_read_loss_tables(tmp_path):
-    table = make_losses(steps=5)[(2, "cyclegan", 0)]
+    table = make_losses(steps=5)[(2, "cyclegan", 0, 0)]
     path = tmp_path / "results" / "models" / "4" / "cyclegan_gc" / "fold1" / "losses.tsv"
     path.parent.mkdir(parents=True)
     table.to_csv(path, sep="\t", index=False)
-    tables = F.read_loss_tables([path], [(4, "cyclegan_gc", 1)])
-    assert list(tables) == [(4, "cyclegan_gc", 1)]
-    pd.testing.assert_frame_equal(tables[(4, "cyclegan_gc", 1)], table, check_dtype=False)
+    tables = F.read_loss_tables([path], [(4, "cyclegan_gc", 1, 0)])
+    assert list(tables) == [(4, "cyclegan_gc", 1, 0)]
+    pd.testing.assert_frame_equal(tables[(4, "cyclegan_gc", 1, 0)], table, check_dtype=False)
     with pytest.raises(ValueError, match="1 loss table"):
         F.read_loss_tables([path], [])
 

@@ -280,14 +280,14 @@ def test_cancelled_training_job_resumes_from_its_checkpoint(slurm_cluster, slurm
     """scancel a training job mid-run: the profile's retries resubmit it, it resumes from
     checkpoint.pt and ends identical to an uninterrupted (local) run."""
     workdir, _, _ = slurm_run
-    run = "results/models/2/cyclegan_gc/fold0"
+    run = "results/models/2/cyclegan_gc/fold0/rep0"
     target = f"{run}/generator.pt"
     config = ("--config", "train={steps: 300, checkpoint_every: 20, eval_every: 50}")
     slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
     for d in (slurm_dir, local_dir):  # the finished tiny run, without this training run
         shutil.copytree(workdir, d, symlinks=True)
         shutil.rmtree(d / run)
-        (d / "results/logs/train/2/cyclegan_gc/fold0.log").unlink()
+        (d / "results/logs/train/2/cyclegan_gc/fold0/rep0.log").unlink()
 
     first = max((int(j) for j in slurm_cluster.recorder.poll()), default=0)
     log = slurm_dir / "resume.log"
@@ -316,12 +316,12 @@ def test_cancelled_training_job_resumes_from_its_checkpoint(slurm_cluster, slurm
         first_attempt = next((slurm_dir / ".snakemake/slurm_logs/rule_train").glob(f"*/{cancelled}.log")).read_text()
         assert "step 0: validation MAE" in first_attempt and "resumed" not in first_attempt
         assert "CANCELLED" in first_attempt
-        train_log = (slurm_dir / "results/logs/train/2/cyclegan_gc/fold0.log").read_text()
+        train_log = (slurm_dir / "results/logs/train/2/cyclegan_gc/fold0/rep0.log").read_text()
         resumed = re.findall(r"resumed from \S+checkpoint\.pt at step (\d+)", train_log)
         assert len(resumed) == 1 and 20 <= int(resumed[0]) < 300, train_log
 
         finish_local(local, local_dir)
-    assert "resumed" not in (local_dir / "results/logs/train/2/cyclegan_gc/fold0.log").read_text()
+    assert "resumed" not in (local_dir / "results/logs/train/2/cyclegan_gc/fold0/rep0.log").read_text()
     for name in ("losses.tsv", "validation.tsv"):
         assert (slurm_dir / run / name).read_bytes() == (local_dir / run / name).read_bytes(), name
     import torch

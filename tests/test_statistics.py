@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from mr2ct import statistics as S
@@ -208,6 +210,67 @@ def test_statistics_table_covers_every_metric_and_size():
     assert sorted(out["size"].unique()) == [2, 4, 6]
     assert (out["n_pairs"] == 6).all()
     assert (out["wilcoxon_p_holm"] >= out["wilcoxon_p"] - 1e-15).all()
+
+
+def replicated(table: pd.DataFrame, shifts: dict[int, float], arm: str = "cyclegan_gc") -> pd.DataFrame:
+    """``table`` once per replicate r of ``shifts`` (``arm`` moved by ``shifts[r]`` in every metric
+    column); deterministic rows (no trained model) once, as replicate 0, like the workflow's tables."""
+    trained = table["model"].isin(("cyclegan", "cyclegan_gc", "reference_supervised"))
+    parts = [table[~trained].assign(replicate=0)]
+    for r, shift in shifts.items():
+        part = table[trained].assign(replicate=r)
+        moved = part["model"] == arm
+        for metric in ("mae", "psnr", "ssim", "mae_boundary", "dice", "assd_mm"):
+            if metric in part:
+                part.loc[moved, metric] += shift
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_replicates_are_paired_by_index_and_their_spread_is_reported():
+    table = synthesis_table(sizes=(2,))
+    single = S.statistics_table(table, metrics=("mae",), seed=0, n_boot=200).iloc[0]
+    assert single["n_replicates"] == 1 and np.isnan(single["seed_sd_difference"])
+    shifts = {0: 0.0, 1: -3.0, 2: -9.0}
+    out = S.statistics_table(replicated(table, shifts), metrics=("mae",), seed=0, n_boot=200).iloc[0]
+    assert out["n_pairs"] == 3 * single["n_pairs"] and out["n_replicates"] == 3
+    assert out["mean_difference"] == pytest.approx(single["mean_difference"] - 4.0)
+    assert out["seed_sd_difference"] == pytest.approx(np.std([0.0, -3.0, -9.0], ddof=1))
+    # without the replicate in the pairing key the same table is refused, not silently averaged
+    with pytest.raises(ValueError, match="must identify a pair"):
+        S.paired_comparison(replicated(table, shifts), "mae")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 4), st.integers(0, 2**31 - 1))
+def test_between_seed_spread_matches_a_merge_of_the_two_arms(replicates, seed):
+    """Against an independent computation: merge the arms on (fold, subject, replicate), the mean
+    difference per replicate, its sample sd over replicates."""
+    rng = np.random.default_rng(seed)
+    table = replicated(synthesis_table(seed=seed, sizes=(4,)), {r: 0.0 for r in range(replicates)})
+    table["mae"] = rng.normal(100, 15, len(table))
+    out = S.statistics_table(table, metrics=("mae",), n_boot=50).iloc[0]
+    keys = ["fold", "subject", "replicate"]
+    a = table[table["model"] == "cyclegan_gc"].set_index(keys)["mae"]
+    b = table[table["model"] == "cyclegan"].set_index(keys)["mae"]
+    d = (a - b).dropna()
+    per_seed = d.groupby(level="replicate").mean()
+    assert out["n_pairs"] == len(d) and out["n_replicates"] == replicates
+    assert out["mean_difference"] == pytest.approx(d.mean(), rel=1e-12)
+    assert out["seed_sd_difference"] == pytest.approx(per_seed.std(ddof=1), rel=1e-9)
+
+
+def test_real_ct_segmented_once_pairs_with_every_replicate():
+    table = segmentation_table()
+    synthetic = table["source"] == "synthetic_ct"
+    table = pd.concat(
+        [table[~synthetic].assign(replicate=0), *(table[synthetic].assign(replicate=r) for r in (0, 1))],
+        ignore_index=True,
+    )
+    out = S.segmentation_statistics(table, seed=0, n_boot=100)
+    real = out[out["b"] == "real_ct"]
+    assert len(real) == 2 * 2 * 2 and (real["n_pairs"] == 12).all() and (real["n_replicates"] == 2).all()
+    assert (real["seed_sd_difference"] == 0).all()  # the replicates' scores are identical here
 
 
 def segmentation_table() -> pd.DataFrame:

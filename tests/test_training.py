@@ -221,6 +221,27 @@ def test_only_cyclegan_gc_gets_the_gc_weight_from_the_config():
     assert weights == {"cyclegan": 0.0, "cyclegan_gc": config["train"]["gc_weight"], "reference_supervised": 0.0}
 
 
+def test_replicates_are_runs_with_their_own_seeds_and_replicate_0_keeps_the_single_run_seed():
+    from mr2ct.config import load_config, merge
+
+    from .conftest import ROOT
+
+    single = load_config(ROOT / "config.yaml")
+    replicated = merge(single, {"splits": {"replicates": 3}})
+    seeds = [TrainSettings.from_config(replicated, "cyclegan_gc", 6, 1, r).seed for r in range(3)]
+    assert len(set(seeds)) == 3
+    assert seeds[0] == TrainSettings.from_config(single, "cyclegan_gc", 6, 1).seed
+    # the arms' seeds differ within a replicate, and a replicate's seed from other folds' and sizes'
+    assert TrainSettings.from_config(replicated, "cyclegan", 6, 1, 1).seed != seeds[1]
+    assert TrainSettings.from_config(replicated, "cyclegan_gc", 6, 0, 1).seed != seeds[1]
+    assert TrainSettings.from_config(replicated, "cyclegan_gc", 2, 1, 1).seed != seeds[1]
+    # everything but the seed is shared by the replicates
+    a, b = (dataclasses.asdict(TrainSettings.from_config(replicated, "cyclegan_gc", 6, 1, r)) for r in (0, 2))
+    assert {k for k in a if a[k] != b[k]} == {"seed"}
+    with pytest.raises(InputError, match=r"replicate 3 is outside config key 'splits.replicates' \(3\)"):
+        TrainSettings.from_config(replicated, "cyclegan_gc", 6, 1, 3)
+
+
 def test_resume_after_the_image_pool_filled_equals_an_uninterrupted_run(caches, tmp_path, monkeypatch):
     """Interrupt at step 4 of 8 with a pool of 2 images (full after step 1, then replaced at
     random): the resumed run draws the same pool replacements and ends bit-identical."""

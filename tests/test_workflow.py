@@ -53,7 +53,8 @@ def test_tiny_data_stage_produces_cohort_cache_and_splits(tiny_run):
 def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
     results = tiny_run / "results"
     synthesis = pd.read_csv(results / "tables/synthesis_metrics.csv")
-    assert list(synthesis.columns) == ["size", "model", "fold", "subject", "mae", "psnr", "ssim", "mae_boundary"]
+    columns = ["size", "model", "fold", "replicate", "subject", "mae", "psnr", "ssim", "mae_boundary"]
+    assert list(synthesis.columns) == columns
     expected_models = {
         "cyclegan",
         "cyclegan_gc",
@@ -82,8 +83,8 @@ def test_tiny_run_ends_with_tables_statistics_figures_and_report(tiny_run):
         for ext in ("png", "pdf"):
             assert (results / f"figures/{stem}.{ext}").stat().st_size > 1000, f"{stem}.{ext}"
     for subject in ("phantom001", "phantom003", "phantom005"):
-        assert (results / f"synthetic_ct/2/cyclegan_gc/fold0/{subject}.nii.gz").exists()
-        assert (results / f"labels/2/cyclegan_gc/fold0/{subject}.nii.gz").exists()
+        assert (results / f"synthetic_ct/2/cyclegan_gc/fold0/rep0/{subject}.nii.gz").exists()
+        assert (results / f"labels/2/cyclegan_gc/fold0/rep0/{subject}.nii.gz").exists()
     code = pd.read_csv(results / "tables/provenance_summary.csv")
     assert len(code) == 1 and code["records"].iloc[0] > 50  # one code version and config made every record
     snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "--report", str(results / "report.html"))
@@ -303,7 +304,7 @@ def test_a_changed_input_retrains_the_runs_that_use_it(sheet_run):
 
 def test_audit_of_a_directory_output_passes_untouched_and_names_a_flipped_byte(tiny_run):
     """Synthetic-CT folders are directory outputs (Snakemake adds .snakemake_timestamp to them)."""
-    folder = "results/synthetic_ct/2/cyclegan_gc/fold0"
+    folder = "results/synthetic_ct/2/cyclegan_gc/fold0/rep0"
     assert (tiny_run / folder / ".snakemake_timestamp").exists()
 
     def audit(*args):
@@ -340,9 +341,56 @@ def test_config_error_stops_the_workflow_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a Snakemake (dry) run: rule -> number of jobs."""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, flags=re.MULTILINE)}
+
+
 def test_paper_config_dry_run_expands_the_dag(tmp_path):
     result = snakemake(tmp_path, "--configfile", str(ROOT / "configs/paper.yaml"), "-n", "--quiet", "rules")
-    assert "preprocess" in result.stdout and "40" in result.stdout
+    counts = job_counts(result.stdout)
+    # 40 subjects; 8 sizes x 3 models x 5 folds x 3 seeds (splits.replicates) training runs;
+    # the segmenter and the reference predictions once per fold (and size), never per seed
+    assert counts["preprocess"] == 40 and counts["train"] == 8 * 3 * 5 * 3 == counts["synthesize"]
+    assert counts["segment_synthetic_ct"] == counts["train"] and counts["train_segmentation"] == 5
+    assert counts["reference_metrics"] == 8 * 5 and counts["segment_real_ct"] == 5
+
+
+def test_replicates_add_seeded_runs_without_retraining_the_first(tiny_run, tmp_path):
+    """splits.replicates 2 on a finished tiny run: only the new seed's runs train (replicate 0
+    keeps its seed, so its models and scores stay), tables gain its rows, the statistics pair
+    the arms per replicate and report the between-seed spread."""
+    workdir = tmp_path / "replicated"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    results = workdir / "results"
+    first = results / "models/2/cyclegan_gc/fold0/rep0/generator.pt"
+    before = (first.stat().st_mtime_ns, first.read_bytes())
+    tiny = ("--configfile", str(ROOT / "configs/tiny.yaml"), "--config", "splits={replicates: 2}")
+    plan = job_counts(snakemake(workdir, *tiny, "-n", "--quiet", "rules").stdout)
+    assert plan["train"] == 6 and plan["synthesize"] == 6  # the six rep1 runs, nothing of rep0
+    assert "train_segmentation" not in plan and "reference_metrics" not in plan
+    snakemake(workdir, *tiny)
+    assert (first.stat().st_mtime_ns, first.read_bytes()) == before
+    import torch
+
+    weights = [
+        torch.load(results / f"models/2/cyclegan_gc/fold0/rep{r}/generator.pt", weights_only=True) for r in (0, 1)
+    ]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # another seed, other weights
+    synthesis = pd.read_csv(results / "tables/synthesis_metrics.csv")
+    counts = synthesis.groupby("model")["replicate"].agg(lambda r: tuple(sorted(set(r))))
+    assert counts["cyclegan_gc"] == counts["cyclegan"] == counts["reference_supervised"] == (0, 1)
+    assert counts["baseline_constant"] == counts["reference_resampled"] == (0,)
+    original = pd.read_csv(tiny_run / "results/tables/synthesis_metrics.csv")
+    pd.testing.assert_frame_equal(
+        synthesis[synthesis["replicate"] == 0].reset_index(drop=True), original.reset_index(drop=True)
+    )
+    statistics = pd.read_csv(results / "tables/statistics.csv")
+    mae = statistics[(statistics["experiment"] == "synthesis") & (statistics["metric"] == "mae")].iloc[0]
+    assert mae["n_pairs"] == 12 and mae["n_replicates"] == 2 and np.isfinite(mae["seed_sd_difference"])
+    segmentation = pd.read_csv(results / "tables/segmentation_metrics.csv")
+    assert set(segmentation.loc[segmentation["source"] == "synthetic_ct", "replicate"]) == {0, 1}
+    assert "seeds" in (results / "tables/summary.md").read_text()
 
 
 LONGER_TRAINING = ("--config", "train={steps: 400, checkpoint_every: 10, eval_every: 100}")
@@ -376,7 +424,7 @@ def test_kill_9_mid_training_then_rerun_resumes_and_gives_identical_tables(tmp_p
             assert proc.poll() is None, (killed_dir / "snakemake.out").read_text()[-3000:]
             assert time.monotonic() < deadline, "no training checkpoint within 10 min"
             # a CycleGAN run (400 steps): the supervised run of this config is over within one checkpoint
-            for checkpoint in glob.glob(str(killed_dir / "results/models/*/cyclegan*/fold*/checkpoint.pt")):
+            for checkpoint in glob.glob(str(killed_dir / "results/models/*/cyclegan*/fold*/rep*/checkpoint.pt")):
                 if not os.path.exists(os.path.join(os.path.dirname(checkpoint), "generator.pt")):
                     victim = os.path.dirname(checkpoint)
                     break

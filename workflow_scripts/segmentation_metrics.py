@@ -10,4 +10,10 @@ i, w = sm.input, sm.wildcards
 subjects = subject_inputs(sm.params.subjects, labels=i.reference)
 size = int(w.size) if "size" in w.keys() else None
 model = w.get("model", "real_ct")
-run(sm, lambda: segmentation_metrics_job(subjects, i.label_table, i.predicted, sm.output[0], int(w.fold), size, model))
+replicate = int(w.get("replicate", 0))  # the real CT is segmented once per fold
+run(
+    sm,
+    lambda: segmentation_metrics_job(
+        subjects, i.label_table, i.predicted, sm.output[0], int(w.fold), size, model, replicate
+    ),
+)

@@ -11,6 +11,14 @@ subjects = subject_inputs(sm.params.subjects, ct=i.ct, mask=i.mask, labels=i.get
 run(
     sm,
     lambda: synthesis_metrics_job(
-        subjects, i.get("label_table"), i.synthetic, int(w.size), w.model, int(w.fold), sm.params.band_mm, sm.output[0]
+        subjects,
+        i.get("label_table"),
+        i.synthetic,
+        int(w.size),
+        w.model,
+        int(w.fold),
+        sm.params.band_mm,
+        sm.output[0],
+        int(w.replicate),
     ),
 )
