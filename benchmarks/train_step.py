@@ -1,41 +1,97 @@
-"""Seconds, FLOPs and model-FLOP utilisation of one CycleGAN + GC training step.
+"""Seconds, FLOPs, memory and model-FLOP utilisation of one training step; GPU hours of a sweep.
 
 Usage: python benchmarks/train_step.py [--sizes 64 128] [--threads 2] [--steps 3]
        [--ngf 64 --n-blocks 9 --ndf 64 --batch 1]   (defaults: the paper-scale networks)
-       [--n-downsampling 2 --upsampling transpose --amp none|bf16|auto]
+       [--n-downsampling 2 --upsampling transpose --amp none|bf16|auto --channels-last]
+       [--models cyclegan_gc reference_supervised] [--device auto|cpu|cuda]
        [--synthesis-size 256 --synthesis-slices 64 | --synthesis-slices 0]
+       [--sweep configs/paper.yaml --gpu-peak-tflops 312 --gpu-mfu 0.1 0.2 0.4]
 
-Prints one JSON line per image size: {"size", "seconds_per_step", "flops_per_step",
-"mfu", ...}. FLOPs are counted by torch.utils.flop_counter for the work the step really
-does (four generator passes, discriminator passes, backward); MFU is the achieved FLOP
-rate divided by this CPU's fp32 matmul peak, measured in the same process with the same
-thread count. A last line reports synthesis throughput: slices per second of batched
-MR→CT inference (``mr2ct.training.predict_ct``, batch 16) at ``--synthesis-size``.
+Prints one JSON line per model and image size: {"model", "size", "seconds_per_step",
+"flops_per_step", "mfu", "peak_memory_mb", ...}. FLOPs are counted by
+torch.utils.flop_counter for the work the step really does (CycleGAN: four generator
+passes, discriminator passes, backward; supervised: one generator pass and backward); MFU
+is the achieved FLOP rate divided by the device's matmul peak, measured in the same
+process (fp32, or bf16 when the step runs in bf16). Peak memory: on CUDA the peak of
+allocated tensors during the timed steps; on CPU the process's peak resident set so far
+(sizes run in increasing order, so each line's peak is that size's). A synthesis line
+reports slices per second of batched MR→CT inference (``mr2ct.training.predict_ct``, batch
+16) at ``--synthesis-size``.
+
+``--sweep CONFIG`` (overlays on config.yaml, as ``mr2ct validate`` stacks them) counts the
+training runs of that design (sizes × models × folds × replicates) and their steps, and
+turns the FLOPs per step measured here at the config's ``preprocess.image_size`` into GPU
+hours at ``--gpu-peak-tflops`` (default 312: an A100's dense bf16 tensor-core peak) and
+each assumed model-FLOP utilisation of ``--gpu-mfu``. The FLOP count does not depend on
+the device; the utilisation a GPU reaches at batch 1 is the assumption.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import torch
 
+from mr2ct.networks import training_device
 from mr2ct.training import TrainSettings, new_run
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 matmul rate (FLOP/s) with ``threads`` threads."""
-    torch.set_num_threads(threads)
-    a, b = torch.rand(n, n), torch.rand(n, n)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10) -> float:
+    """Best matmul rate (FLOP/s) of ``device`` in ``dtype``."""
+    a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         start = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def sweep_design(overlays: list[str]) -> dict:
+    """config.yaml with ``overlays`` merged on top, validated (run from the repository root)."""
+    from mr2ct.config import load_yaml, merge, validate_config
+
+    config = load_yaml("config.yaml")
+    for overlay in overlays:
+        config = merge(config, load_yaml(overlay))
+    return validate_config(config)
+
+
+def sweep_estimate(config: dict, flops: dict[str, float], peak_tflops: float, mfus: list[float]) -> dict:
+    """Training runs, steps and FLOPs of a design; GPU hours at each utilisation."""
+    sp, train = config["splits"], config["train"]
+    per_size = sp["folds"] * sp["replicates"]
+    runs, total = {}, 0.0
+    for model in config["models"]:
+        steps = train["supervised_steps"] if model == "reference_supervised" else train["steps"]
+        step_flops = flops["reference_supervised" if model == "reference_supervised" else "cyclegan_gc"]
+        runs[model] = {"runs": len(sp["sizes"]) * per_size, "steps": steps}
+        total += runs[model]["runs"] * steps * step_flops
+    return {
+        "image_size": config["preprocess"]["image_size"],
+        "runs": runs,
+        "training_pflop": round(total / 1e15, 1),
+        "gpu_peak_tflops": peak_tflops,
+        "gpu_hours": {str(m): round(total / (peak_tflops * 1e12 * m) / 3600, 1) for m in mfus},
+    }
 
 
 def main() -> None:
@@ -51,58 +107,87 @@ def main() -> None:
     parser.add_argument("--n-downsampling", type=int, default=2)
     parser.add_argument("--upsampling", choices=["transpose", "resize"], default="transpose")
     parser.add_argument("--amp", choices=["none", "bf16", "auto"], default="none")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--models", nargs="+", default=["cyclegan_gc"], choices=["cyclegan_gc", "reference_supervised"])
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--synthesis-size", type=int, default=256)
     parser.add_argument("--synthesis-slices", type=int, default=64)
+    parser.add_argument("--sweep", nargs="+", metavar="CONFIG", help="config overlays of the sweep to estimate")
+    parser.add_argument("--gpu-peak-tflops", type=float, default=312.0)
+    parser.add_argument("--gpu-mfu", type=float, nargs="+", default=[0.1, 0.2, 0.4])
     args = parser.parse_args()
-    peak = matmul_peak(args.threads)
+    torch.set_num_threads(args.threads)
+    device = training_device(args.device)
+    if args.sweep:
+        design = sweep_design(args.sweep)
+        args.sizes = [design["preprocess"]["image_size"]]
+        args.models = ["cyclegan_gc", "reference_supervised"]
     from torch.utils.flop_counter import FlopCounterMode
 
-    for size in args.sizes:
-        settings = TrainSettings(
-            model="cyclegan_gc",
-            gc_weight=5.0,
-            batch_size=args.batch,
-            ngf=args.ngf,
-            n_blocks=args.n_blocks,
-            ndf=args.ndf,
-            n_layers=args.n_layers,
-            pool_size=50,
-            n_downsampling=args.n_downsampling,
-            upsampling=args.upsampling,
-            amp=args.amp,
-        )
-        run = new_run(settings, torch.device("cpu"))
-        mr = torch.rand(args.batch, 1, size, size) * 2 - 1
-        ct = torch.rand(args.batch, 1, size, size) * 2 - 1
-        run.train_step(mr, ct)  # warm-up
-        with FlopCounterMode(display=False) as counter:
-            run.train_step(mr, ct)
-        flops = counter.get_total_flops()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            run.train_step(mr, ct)
-        seconds = (time.perf_counter() - start) / args.steps
-        print(
-            json.dumps(
-                {
-                    "size": size,
-                    "seconds_per_step": round(seconds, 4),
-                    "flops_per_step": flops,
-                    "mfu": round(flops / seconds / peak, 3),
-                    "peak_gflops": round(peak / 1e9, 1),
-                    "threads": args.threads,
-                    "ngf": args.ngf,
-                    "n_blocks": args.n_blocks,
-                    "ndf": args.ndf,
-                    "n_layers": args.n_layers,
-                    "batch": args.batch,
-                    "n_downsampling": args.n_downsampling,
-                    "upsampling": args.upsampling,
-                    "precision": run.precision,
-                }
-            ),
-            flush=True,
-        )
+    peaks: dict[str, float] = {}
+    flops_by_model: dict[str, float] = {}
+    for size in sorted(args.sizes):
+        for model in args.models:
+            settings = TrainSettings(
+                model=model,
+                gc_weight=5.0 if model == "cyclegan_gc" else 0.0,
+                batch_size=args.batch,
+                ngf=args.ngf,
+                n_blocks=args.n_blocks,
+                ndf=args.ndf,
+                n_layers=args.n_layers,
+                pool_size=50,
+                n_downsampling=args.n_downsampling,
+                upsampling=args.upsampling,
+                amp=args.amp,
+                channels_last=args.channels_last,
+                device=device.type,
+            )
+            run = new_run(settings, device)
+            if run.precision not in peaks:
+                dtype = torch.bfloat16 if run.precision == "bf16" else torch.float32
+                peaks[run.precision] = matmul_peak(device, dtype)
+            layout = torch.channels_last if args.channels_last else torch.contiguous_format
+            mr = (torch.rand(args.batch, 1, size, size, device=device) * 2 - 1).contiguous(memory_format=layout)
+            ct = (torch.rand(args.batch, 1, size, size, device=device) * 2 - 1).contiguous(memory_format=layout)
+            run.train_step(mr, ct)  # warm-up
+            with FlopCounterMode(display=False) as counter:
+                run.train_step(mr, ct)
+            flops = counter.get_total_flops()
+            flops_by_model[model] = flops
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                run.train_step(mr, ct)
+            _sync(device)
+            seconds = (time.perf_counter() - start) / args.steps
+            record = {
+                "model": model,
+                "size": size,
+                "seconds_per_step": round(seconds, 4),
+                "flops_per_step": flops,
+                "mfu": round(flops / seconds / peaks[run.precision], 3),
+                "peak_tflops": round(peaks[run.precision] / 1e12, 3),
+                "peak_memory_mb": round(peak_memory_mb(device), 1),
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "threads": args.threads,
+                "ngf": args.ngf,
+                "n_blocks": args.n_blocks,
+                "ndf": args.ndf,
+                "n_layers": args.n_layers,
+                "batch": args.batch,
+                "n_downsampling": args.n_downsampling,
+                "upsampling": args.upsampling,
+                "precision": run.precision,
+                "channels_last": args.channels_last,
+            }
+            print(json.dumps(record), flush=True)
+            del run
+    if args.sweep:
+        estimate = sweep_estimate(design, flops_by_model, args.gpu_peak_tflops, args.gpu_mfu)
+        print(json.dumps({"sweep": args.sweep, **estimate}), flush=True)
     if args.synthesis_slices <= 0:
         return
 

@@ -38,6 +38,7 @@ from torch import nn
 
 __all__ = [
     "ResnetGenerator",
+    "training_device",
     "ResnetBlock",
     "PatchDiscriminator",
     "UNet2d",
@@ -466,3 +467,21 @@ def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of scalar parameters of ``module`` (only trainable ones by default)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def training_device(name: str) -> torch.device:
+    """The device of a training run (``"auto"``: CUDA when present, else CPU), set up for
+    reproducible training: deterministic algorithms where torch has them (``warn_only``: an
+    operation without one warns instead of failing), cuDNN autotuning off (it may pick
+    different kernels from run to run) and deterministic cuDNN kernels; on CUDA, TF32 matmuls
+    and convolutions (fp32 runs; bf16 autocast is chosen by ``train.amp``)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .io import InputError, Volume, read_volume, write_volume
-from .networks import UNet2d
+from .networks import UNet2d, training_device
 from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct, resample_planes
 from .resumable import (
     CHECKPOINT_FORMAT,
@@ -198,12 +198,6 @@ def evaluate_dice(model: torch.nn.Module, subjects: Sequence[PreprocessedSubject
 # the run
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _init_head_prior(net: UNet2d, class_counts: np.ndarray) -> None:
     """Start the logits at the log class frequencies of the training slices (Laplace-smoothed).
 
@@ -288,8 +282,7 @@ def train_segmentation(
     s = settings
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    device = _device(s.device)
+    device = training_device(s.device)
     started = time.monotonic()
 
     if not caches:

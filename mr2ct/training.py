@@ -46,7 +46,7 @@ from . import provenance
 from .io import InputError
 from .losses import cycle_loss, gradient_consistency, gradient_consistency_loss, identity_loss, lsgan_loss
 from .metrics import mae, mae_boundary
-from .networks import PatchDiscriminator, ResnetGenerator, init_weights
+from .networks import PatchDiscriminator, ResnetGenerator, init_weights, training_device
 from .preprocess import PreprocessedSubject, load_preprocessed
 from .resumable import (
     CHECKPOINT_FORMAT,
@@ -176,12 +176,6 @@ class ImagePool:
 
 # --------------------------------------------------------------------------
 # the run
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _linear_decay(settings: TrainSettings):
@@ -513,11 +507,7 @@ def train_run(
     s = settings
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    device = _device(s.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device = training_device(s.device)
     started = time.monotonic()
 
     mr_subjects = [load_preprocessed(p) for p in mr_caches]

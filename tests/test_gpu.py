@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mr2ct.networks import training_device
 from mr2ct.training import TrainSettings, new_run
 
 pytestmark = [
@@ -38,3 +39,10 @@ def test_training_steps_on_gpu_give_finite_losses(amp, channels_last):
         losses = run.train_step(mr, ct)
     assert all(torch.isfinite(torch.tensor(v)) for v in losses[:6])
     assert next(run.g_ct.parameters()).device.type == "cuda"
+
+
+def test_training_device_on_cuda_is_reproducible_and_uses_tf32():
+    device = training_device("auto")
+    assert device.type == "cuda"
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32

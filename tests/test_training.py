@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mr2ct.io import InputError, read_volume
+from mr2ct.networks import training_device
 from mr2ct.resumable import TrainingInterrupted, load_checkpoint
 from mr2ct.synthesis import synthesize_run
 from mr2ct.training import TrainSettings, load_generator, random_crop, train_run
@@ -273,3 +274,12 @@ def test_resume_after_the_image_pool_filled_equals_an_uninterrupted_run(caches, 
     resumed = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path / "cut", progress=False)
     _assert_same(_weights(reference), _weights(resumed))
     assert (tmp_path / "ref/losses.tsv").read_text() == (tmp_path / "cut/losses.tsv").read_text()
+
+
+def test_training_device_sets_up_reproducible_runs():
+    torch.backends.cudnn.benchmark = True
+    torch.use_deterministic_algorithms(False)
+    assert training_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert training_device("cpu") == torch.device("cpu")
