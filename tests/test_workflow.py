@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -346,14 +347,37 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", output, flags=re.MULTILINE)}
 
 
-def test_paper_config_dry_run_expands_the_dag(tmp_path):
-    result = snakemake(tmp_path, "--configfile", str(ROOT / "configs/paper.yaml"), "-n", "--quiet", "rules")
+def test_paper_config_dry_run_on_the_slurm_profile_plans_the_sweep_with_gpus_for_training(tmp_path):
+    """configs/paper.yaml with profiles/slurm as shipped (its default site block): job counts of the
+    design and what each job would ask SLURM for (no cluster needed for a dry run)."""
+    cmd = snakemake_cmd(
+        tmp_path, "--profile", str(ROOT / "profiles/slurm"), "--configfile", str(ROOT / "configs/paper.yaml")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MR2CT_SLURM_")}
+    result = subprocess.run([*cmd, "-n"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     # 40 subjects; 8 sizes x 3 models x 5 folds x 3 seeds (splits.replicates) training runs;
     # the segmenter and the reference predictions once per fold (and size), never per seed
     assert counts["preprocess"] == 40 and counts["train"] == 8 * 3 * 5 * 3 == counts["synthesize"]
     assert counts["segment_synthetic_ct"] == counts["train"] and counts["train_segmentation"] == 5
     assert counts["reference_metrics"] == 8 * 5 and counts["segment_real_ct"] == 5
+    resources: dict[str, list[str]] = {}
+    for block in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", result.stdout, flags=re.MULTILINE | re.DOTALL):
+        line = re.search(r"^\s+resources: (.*)$", block[2], flags=re.MULTILINE)
+        resources.setdefault(block[1], []).append(line[1] if line else "")
+    assert len(resources["train"]) == counts["train"]
+    for rule, runtime in (("train", 240), ("train_segmentation", 120)):
+        for requested in resources[rule]:
+            assert "gpu=1" in requested and "slurm_partition=gpu" in requested, requested
+            assert f"runtime={runtime}," in requested and "mem_mb=16000" in requested, requested
+    cpu = [r for rule, rs in resources.items() if not rule.startswith("train") for r in rs]
+    assert cpu and not any("gpu" in r.replace("tmpdir", "") for r in cpu)
+    # the config's time budgets leave the SLURM wall times room for a last checkpoint
+    from mr2ct.config import load_config, load_yaml
+
+    paper = load_config(ROOT / "config.yaml", load_yaml(ROOT / "configs/paper.yaml"))
+    assert paper["train"]["time_budget_minutes"] < 240 and paper["segmentation"]["time_budget_minutes"] < 120
 
 
 def test_replicates_add_seeded_runs_without_retraining_the_first(tiny_run, tmp_path):
