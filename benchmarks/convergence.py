@@ -1,7 +1,7 @@
 """Convergence trial: one training run of the default config (plus overrides), scored as the workflow scores it.
 
 Usage: python benchmarks/convergence.py --workdir WORKDIR [--configfile OVERLAY.yaml] [--fold 0] [--size 6]
-       [--model cyclegan_gc] [--steps 1000] [--eval-every 100] [--set key=value ...] --out DIR
+       [--model cyclegan_gc] [--steps 1000] [--eval-every 100] [--set key=value ...] [--replicate R] --out DIR
 
 WORKDIR is a finished (or data-stage-only: ``snakemake --until preprocess``) run of the default
 config (with the same ``--configfile`` overlay, if any); its ``results/preprocessed/`` caches set
@@ -49,10 +49,11 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="train.* overrides, e.g. augment=false gc_weight=1")
     parser.add_argument("--configfile", type=Path, help="overlay on config.yaml (as snakemake --configfile)")
     parser.add_argument(
-        "--run-seed",
+        "--replicate",
         type=int,
-        help="the run's own seed instead of the one derived from the config "
-        "(same cohort, folds and data; other initial weights and batches: the seed spread)",
+        default=0,
+        help="seed index of the run, as splits.replicates gives the workflow's runs (same cohort, "
+        "folds and data; other initial weights and batches: the seed spread); 0 = the workflow's run",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -63,14 +64,13 @@ def main() -> None:
         config["train"][key] = (value == "true") if isinstance(current, bool) else type(current)(value)
     fold = splits_from_config(subject_ids(config["data"]["phantom"]["subjects"]), config)[args.fold]
     training = fold.training_set(args.size, config["splits"]["pairing"])
+    config["splits"]["replicates"] = max(config["splits"]["replicates"], args.replicate + 1)
     settings = dataclasses.replace(
-        TrainSettings.from_config(config, args.model, args.size, args.fold),
+        TrainSettings.from_config(config, args.model, args.size, args.fold, args.replicate),
         steps=args.steps,
         eval_every=args.eval_every,
         checkpoint_every=10**9,
     )
-    if args.run_seed is not None:
-        settings = dataclasses.replace(settings, seed=args.run_seed)
     results = args.workdir / "results"
 
     def caches(subjects):
@@ -105,7 +105,8 @@ def main() -> None:
                 "size": args.size,
                 "model": args.model,
                 "set": args.set,
-                "run_seed": settings.seed,
+                "replicate": args.replicate,
+                "seed": settings.seed,
                 "precision": resolve_precision(settings.amp, torch.device("cpu")),
                 "seconds_per_step": round(seconds / args.steps, 3),
                 "test_mae": round(m, 1),
