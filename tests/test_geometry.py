@@ -188,3 +188,40 @@ def test_slices_and_back_reproduce_a_linear_volume(size, step, spacing, centre, 
     covered = inner & np.isfinite(back)
     assert covered.sum() > 50
     np.testing.assert_allclose(back[covered], volume[covered], rtol=0, atol=1e-4 * (100 + np.abs(slope).sum() * 40))
+
+
+def test_preprocessing_centres_the_body_keeps_anisotropic_pixels_and_normalises_within_the_body(tmp_path):
+    """A box-shaped body off the volume centre, 1.0 x 1.5 mm pixels, an MR ramp inside it: the field of
+    view is centred on the body, the body keeps its size in mm on the slices, the MR range is that of
+    the body's voxels, and the CT outside the volume is air."""
+    shape, spacing = (60, 40, 5), (1.0, 1.5, 3.0)
+    affine = np.diag([*spacing, 1.0])
+    body = np.zeros(shape, dtype=np.uint8)
+    body[10:41, 5:31, :] = 1  # 31 x 26 voxels = 31 x 39 mm
+    ramp = np.linspace(100.0, 400.0, 31)[:, None, None] * np.ones((1, 26, 5))
+    mr = np.zeros(shape, dtype=np.float32)
+    mr[10:41, 5:31, :] = ramp
+    mr[24:28, 15:19, 2] = 5000.0  # a bright spot of 16 voxels (< 0.5 % of the body): above the range, clipped
+    ct = np.where(body > 0, 40.0, -1000.0).astype(np.float32)
+    paths = {}
+    for name, data, dtype in (("mr", mr, np.float32), ("ct", ct, np.int16), ("mask", body, np.uint8)):
+        paths[name] = write_volume(tmp_path / f"{name}.nii.gz", Volume(data, affine), dtype)
+    settings = PreprocessSettings(image_size=32, fov_mm=80.0)
+    path = preprocess_to_cache(
+        SubjectFiles("s1", paths["mr"], paths["ct"], paths["mask"]), settings, tmp_path / "s1.npz"
+    )
+    cache = load_preprocessed(path)
+    np.testing.assert_allclose(cache.grid.centre_ij, (25.0, 17.5))  # the body's bounding-box centre (voxels)
+    step = 80.0 / 32
+    mask = cache.mask[2].astype(bool)
+    extents = sorted((mask.any(axis=0).sum() * step, mask.any(axis=1).sum() * step))
+    np.testing.assert_allclose(extents, [31.0, 39.0], atol=step)  # the body's size in mm on both axes
+    lo, hi = np.percentile(mr[body > 0], settings.mr_percentiles)
+    with np.load(path) as arrays:
+        np.testing.assert_allclose(arrays["mr_range"], (lo, hi), rtol=1e-6)
+    inner = cache.mr[2][mask]
+    assert inner.min() >= -1.0 and inner.max() == 1.0 and (inner == 1.0).sum() >= 2  # the spot, clipped
+    assert -0.3 < float(np.median(inner)) < 0.3  # a symmetric ramp maps around 0, not onto a bound
+    assert (inner < -0.8).mean() > 0.05 and (inner > 0.8).mean() > 0.05
+    # corners of the 80 mm field of view lie outside the 60 x 60 mm volume: air, the lowest CT point
+    assert cache.ct[2][0, 0] == settings.ct_norm_points[0] and cache.ct[2][-1, -1] == settings.ct_norm_points[0]

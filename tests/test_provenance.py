@@ -515,3 +515,47 @@ def test_a_missing_upstream_record_is_reported(chain, capsys):
     assert "NORECORD results/tables/metrics.csv" in capsys.readouterr().out
     with pytest.raises(ProvenanceError, match="record .* is missing"):
         audit(chain / "results/tables/metrics.csv")
+
+
+def test_canonical_json_and_config_hash_do_not_depend_on_key_order():
+    a = {"train": {"lr": 2e-4, "steps": 10}, "seed": 1, "models": ["cyclegan", "cyclegan_gc"]}
+    b = {"seed": 1, "models": ["cyclegan", "cyclegan_gc"], "train": {"steps": 10, "lr": 2e-4}}
+    assert provenance.canonical_json(a) == provenance.canonical_json(b)
+    assert config_sha256(a) == config_sha256(b)
+    assert config_sha256(a) != config_sha256({**a, "models": ["cyclegan_gc", "cyclegan"]})  # list order matters
+
+
+@pytest.mark.skipif(not HAVE_GIT, reason="git is not installed")
+def test_code_version_sees_an_edit_to_a_tracked_file_and_hashes_its_content(wf):
+    clean = provenance.code_version(wf)
+    assert clean["dirty"] is False and clean["diff_sha256"] is None and len(clean["commit"]) == 40
+    script = wf / "workflow_scripts" / "table.py"
+    script.write_text("# table adapter, edited\n")
+    first = provenance.code_version(wf)
+    script.write_text("# table adapter, edited otherwise\n")
+    second = provenance.code_version(wf)
+    assert first["dirty"] and second["dirty"] and first["commit"] == clean["commit"]
+    assert first["diff_sha256"] != second["diff_sha256"]  # the content of the edit, not only the file name
+
+
+def test_workflow_root_is_found_in_either_snakemake_layout(tmp_path):
+    flat, nested = tmp_path / "flat", tmp_path / "nested"
+    (flat / "rules").mkdir(parents=True)
+    (flat / "Snakefile").write_text("")
+    (nested / "workflow" / "rules").mkdir(parents=True)
+    (nested / "workflow" / "Snakefile").write_text("")
+    assert provenance.find_workflow_root(flat / "rules") == flat
+    assert provenance.find_workflow_root(None, nested / "workflow" / "rules") == nested / "workflow"
+    assert provenance.find_workflow_root(nested / "results") == nested
+    assert provenance.find_workflow_root(tmp_path / "elsewhere") is None
+
+
+def test_record_names_the_code_that_made_it(chain):
+    report = audit(chain / "results/tables/metrics.csv")
+    record = json.loads((chain / report["record_file"]).read_text())
+    code = provenance.code_version(chain)
+    assert record["code"]["commit"] == code["commit"] and record["code"]["dirty"] == code["dirty"]
+    # an input made by another job names that job's record and code, from the index of its outputs
+    producer = record["inputs"][1]["producer"]
+    assert producer["rule"] == "cohort" and producer["commit"] == code["commit"]
+    assert producer["config_sha256"] == config_sha256(CONFIG) and producer["record"]
