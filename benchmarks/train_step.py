@@ -67,12 +67,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def sweep_design(overlays: list[str]) -> dict:
     """config.yaml with ``overlays`` merged on top, validated (run from the repository root)."""
-    from mr2ct.config import load_yaml, merge, validate_config
+    from mr2ct.config import merge_files, validate_config
 
-    config = load_yaml("config.yaml")
-    for overlay in overlays:
-        config = merge(config, load_yaml(overlay))
-    return validate_config(config)
+    return validate_config(merge_files(["config.yaml", *overlays]))
 
 
 def sweep_estimate(config: dict, flops: dict[str, float], peak_tflops: float, mfus: list[float]) -> dict:

@@ -26,7 +26,7 @@ def _load(args: argparse.Namespace) -> dict:
     ``--config``/``--configfile`` overlay in order (as ``snakemake --configfile``), then ``--set``."""
     import yaml
 
-    from .config import load_yaml, merge, validate_config
+    from .config import merge, merge_files, validate_config
 
     stack = [] if args.base is None or not args.base.exists() else [args.base]
     for path in args.config or []:
@@ -34,9 +34,7 @@ def _load(args: argparse.Namespace) -> dict:
             stack.append(Path(path))
     if not stack:
         raise InputError(f"no configuration: {args.base} not found and no --config given")
-    config: dict = {}
-    for path in stack:
-        config = merge(config, load_yaml(path))
+    config = merge_files(stack)
 
     overrides = {}
     for item in args.set or []:

@@ -212,6 +212,14 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def merge_files(paths: list[str | os.PathLike]) -> dict[str, Any]:
+    """YAML config files merged in order, later over earlier (as ``snakemake --configfile A B``); not validated."""
+    config: dict[str, Any] = {}
+    for path in paths:
+        config = merge(config, load_yaml(path))
+    return config
+
+
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Recursive dictionary merge (as Snakemake merges several ``--configfile``)."""
     out = copy.deepcopy(base)

@@ -49,10 +49,9 @@ def statistics_job(
     segmentation = None
     parts = [statistics_table(synthesis, SYNTHESIS_METRICS, seed=seed).assign(experiment="synthesis")]
     summaries = [summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model")).assign(experiment="synthesis")]
-    seeds = "replicate" in synthesis and synthesis["replicate"].max() > 0
-    over = "folds, seeds and test subjects" if seeds else "folds and test subjects"
+    over = "folds, seeds" if "replicate" in synthesis and synthesis["replicate"].max() > 0 else "folds"
     markdown = [
-        f"### Synthesis accuracy (mean ± sd over {over})",
+        f"### Synthesis accuracy (mean ± sd over {over} and test subjects)",
         "",
         to_markdown(summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model"))),
     ]
@@ -65,7 +64,7 @@ def statistics_job(
         summaries.append(seg_summary.assign(experiment="segmentation"))
         markdown += [
             "",
-            f"### Segmentation of real and synthetic CT (mean ± sd over structures, {over.replace('test ', '')})",
+            f"### Segmentation of real and synthetic CT (mean ± sd over structures, {over} and subjects)",
             "",
             to_markdown(seg_summary),
             SURFACE_DISTANCE_NOTE,
