@@ -485,9 +485,9 @@ def test_kill_9_mid_training_then_rerun_resumes_and_gives_identical_tables(tmp_p
     )
 
     run = Path(victim).relative_to(killed_dir)
-    train_log = (
-        killed_dir / "results/logs/train" / run.parent.parent.name / run.parent.name / f"{run.name}.log"
-    ).read_text()
+    # results/models/<size>/<model>/fold<k>/rep<r> -> results/logs/train/<size>/<model>/fold<k>/rep<r>.log
+    log = (killed_dir / "results/logs/train" / run.relative_to("results/models")).with_suffix(".log")
+    train_log = log.read_text()
     assert "resumed from" in train_log, train_log
     assert clean.wait(timeout=900) == 0, (clean_dir / "snakemake.out").read_text()[-3000:]
     assert (killed_dir / TABLE).read_bytes() == (clean_dir / TABLE).read_bytes()
