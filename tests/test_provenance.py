@@ -115,7 +115,7 @@ def run_job(wf: Path, job: Job, work, **kwargs) -> str:
     return context.record_id
 
 
-def cohort_job(wf: Path, config=CONFIG, content="subject\nS1\nS2\n") -> str:
+def cohort_job(wf: Path, config=CONFIG, content="subject\nS1\nS2\n", **kwargs) -> str:
     job = Job(
         "cohort",
         Files(raw="data/raw.txt"),
@@ -131,10 +131,10 @@ def cohort_job(wf: Path, config=CONFIG, content="subject\nS1\nS2\n") -> str:
         (wf / "results/cohort/volumes/S1/ct.bin").write_bytes(bytes(range(256)) * 64)
         (wf / "results/cohort/volumes/S2.bin").write_bytes(b"\x01" * 5000)
 
-    return run_job(wf, job, work)
+    return run_job(wf, job, work, **kwargs)
 
 
-def table_job(wf: Path, config=CONFIG) -> str:
+def table_job(wf: Path, config=CONFIG, **kwargs) -> str:
     job = Job(
         "table",
         Files("results/cohort/subjects.tsv", volumes="results/cohort/volumes"),
@@ -149,16 +149,17 @@ def table_job(wf: Path, config=CONFIG) -> str:
         (wf / "results/tables").mkdir(parents=True, exist_ok=True)
         (wf / "results/tables/metrics.csv").write_text("\n".join(lines) + "\n")
 
-    return run_job(wf, job, work)
+    return run_job(wf, job, work, **kwargs)
 
 
-def figure_job(wf: Path, config=CONFIG) -> str:
+def figure_job(wf: Path, config=CONFIG, wildcards=None, **kwargs) -> str:
     job = Job(
         "figure",
         Files(table="results/tables/metrics.csv"),
         Files(png="results/figures/mae.png", pdf="results/figures/mae.pdf"),
         config,
         params=Files(seed=config["seed"]),
+        wildcards=wildcards,
         scriptdir=str(wf / "workflow_scripts"),
     )
 
@@ -171,7 +172,7 @@ def figure_job(wf: Path, config=CONFIG) -> str:
         fig.savefig(wf / "results/figures/mae.pdf", metadata=identity_metadata("pdf"))
         plt.close(fig)
 
-    return run_job(wf, job, work)
+    return run_job(wf, job, work, **kwargs)
 
 
 @pytest.fixture
@@ -246,11 +247,15 @@ def test_verify_passes_on_untouched_results(chain, capsys):
 
 
 def test_verify_names_a_modified_intermediate_file(chain, capsys):
-    with open(chain / "results/tables/metrics.csv", "a") as handle:
+    table = chain / "results/tables/metrics.csv"
+    recorded = provenance.sha256_file(table)
+    with open(table, "a") as handle:
         handle.write("S3,99\n")
     report = audit(chain / "results/figures/mae.png", verify=True)
     assert not report["ok"]
     assert problems(report) == {("CHANGED", "results/tables/metrics.csv")}
+    detail = report["problems"][0]["detail"]  # both hashes, so the reader can tell which version is which
+    assert detail.startswith(f"sha256 {provenance.sha256_file(table)[:12]} differs from {recorded[:12]} recorded by ")
     assert cli(chain / "results/figures/mae.png", "--verify") == 1
     captured = capsys.readouterr()
     assert "CHANGED  results/tables/metrics.csv" in captured.out
@@ -294,11 +299,14 @@ def test_verify_catches_an_edit_that_keeps_size_and_modification_time(chain):
     assert problems(report) == {("CHANGED", "results/cohort/volumes/S1/ct.bin")}
 
 
-def test_verify_flags_an_upstream_file_remade_under_another_config_as_stale(chain):
+def test_verify_flags_an_upstream_file_remade_under_another_config_as_stale(chain, capsys):
     # the cohort is re-made under config B (same bytes) after the table used the config-A version
     cohort_job(chain, config=CONFIG_B)
     report = audit(chain / "results/figures/mae.png", verify=True)
     assert problems(report) == {("STALE", "results/cohort/subjects.tsv"), ("STALE", "results/cohort/volumes")}
+    assert cli(chain / "results/figures/mae.png", "--verify") == 1
+    listed = ", ".join(f"{p['kind']} {p['path']}" for p in report["problems"])
+    assert capsys.readouterr().err == f"mr2ct audit: 2 problem(s): {listed}\n"
     detail = next(p["detail"] for p in report["problems"] if p["path"] == "results/cohort/subjects.tsv")
     assert config_sha256(CONFIG_B)[:12] in detail and config_sha256(CONFIG)[:12] in detail
     # re-making the table and the figure under config B brings everything up to date
@@ -307,7 +315,7 @@ def test_verify_flags_an_upstream_file_remade_under_another_config_as_stale(chai
     assert audit(chain / "results/figures/mae.png", verify=True)["ok"]
 
 
-def test_upstream_kept_under_an_older_config_is_a_note_unless_strict(chain):
+def test_upstream_kept_under_an_older_config_is_a_note_unless_strict(chain, capsys):
     # Snakemake keeps upstream outputs whose params did not change: only the figure is re-made under B
     figure_job(chain, config=CONFIG_B)
     report = audit(chain / "results/figures/mae.png", verify=True)
@@ -315,6 +323,10 @@ def test_upstream_kept_under_an_older_config_is_a_note_unless_strict(chain):
     assert report["tree"]["config_sha256"] == config_sha256(CONFIG_B)
     strict = audit(chain / "results/figures/mae.png", verify=True, strict=True)
     assert problems(strict) == {("MIXED", "results/tables/metrics.csv")}
+    assert cli(chain / "results/figures/mae.png", "--verify") == 0
+    capsys.readouterr()
+    assert cli(chain / "results/figures/mae.png", "--verify", "--strict") == 1
+    assert "MIXED results/tables/metrics.csv" in capsys.readouterr().err
 
 
 def test_json_output_parses_and_matches_the_text(chain, capsys):
@@ -559,3 +571,135 @@ def test_record_names_the_code_that_made_it(chain):
     producer = record["inputs"][1]["producer"]
     assert producer["rule"] == "cohort" and producer["commit"] == code["commit"]
     assert producer["config_sha256"] == config_sha256(CONFIG) and producer["record"]
+
+
+def _code(commit: str, diff: str | None = None) -> dict:
+    """What :func:`provenance.code_version` returns, for a given commit and uncommitted diff."""
+    dirty = diff is not None
+    return {
+        "workflow_root": None,
+        "commit": commit,
+        "dirty": dirty,
+        "diff_sha256": diff,
+        "package": "mr2ct",
+        "version": "0",
+    }
+
+
+def test_cli_text_ends_once_and_names_rule_wildcards_end_time_and_commit_and_stops_at_a_depth(chain, capsys):
+    figure_job(chain, wildcards={"size": "6", "model": "cyclegan_gc"})
+    target = chain / "results/figures/mae.png"
+    report = audit(target)
+    assert cli(target) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and not out.endswith("\n\n")
+    lines = out.splitlines()
+    assert (
+        f"record  {report['record_file']}  (rule figure, size=6, model=cyclegan_gc, ended {report['ended_at']})"
+        in lines
+    )
+    code = report["code"]
+    assert any(line.startswith(f"code    mr2ct {code['version']}, commit {code['commit']}") for line in lines)
+    assert cli(target, "--depth", "1") == 0
+    shallow = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert shallow[0].startswith("results/figures/mae.png  [figure ")
+    assert shallow[1].startswith("└─ results/tables/metrics.csv  [table ")
+    assert shallow[2:] == ["   └─ … 2 input(s) not shown"]
+
+
+def test_json_report_is_indented_and_every_node_has_the_same_keys(chain, capsys):
+    assert cli(chain / "results/figures/mae.png", "--json") == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    assert len(out.splitlines()) > 40  # one value per line: readable, and diffs between audits stay small
+    keys = {frozenset(node) for _, node in iter_tree(report["tree"])}
+    assert keys == {
+        frozenset({"path", "kind", "sha256", "rule", "record", "config_sha256", "seen", "problems", "inputs"})
+    }
+    assert report["seconds"] >= 0
+
+
+def test_verify_names_a_directory_output_replaced_by_a_file(chain):
+    volumes = chain / "results/cohort/volumes"
+    shutil.rmtree(volumes)
+    volumes.write_bytes(b"\x01" * 5000)
+    report = audit(chain / "results/tables/metrics.csv", verify=True)
+    assert problems(report) == {("CHANGED", "results/cohort/volumes")}
+    assert "was a dir" in report["problems"][0]["detail"] and "now a file" in report["problems"][0]["detail"]
+
+
+def test_upstream_remade_by_other_uncommitted_code_is_stale_and_notes_name_both_commits(wf):
+    """The same commit with other uncommitted edits is another code version: an upstream file
+    re-made by it is STALE for the consumer that used the earlier version."""
+    first, second = "1" * 40, "2" * 40
+    cohort_job(wf, code=_code(first, "a" * 64))
+    table_job(wf, code=_code(second))
+    report = audit(wf / "results/tables/metrics.csv", verify=True)
+    assert report["ok"] and len(report["notes"]) == 1  # mixed code versions: a note unless strict
+    config = config_sha256(CONFIG)[:12]
+    assert (
+        f"under config {config} / commit {first[:12]}, used by table under config {config} / commit {second[:12]}"
+        in (report["notes"][0])
+    )
+    cohort_job(wf, code=_code(first, "b" * 64))
+    report = audit(wf / "results/tables/metrics.csv", verify=True)
+    stale = {p["path"]: p["detail"] for p in report["problems"] if p["kind"] == "STALE"}
+    assert set(stale) == {"results/cohort/subjects.tsv", "results/cohort/volumes"}
+    assert f"(config {config}, commit {first[:12]}) after record " in stale["results/cohort/subjects.tsv"]
+
+
+def test_reproduce_hint_uses_the_local_profile_and_checks_out_the_recorded_commit(chain):
+    (chain / "profiles" / "local").mkdir(parents=True)
+    report = audit(chain / "results/figures/mae.png")
+    hint = report["reproduce"]
+    assert "--profile profiles/local" in hint["command"] and "--cores" not in hint["command"]
+    assert "--forcerun figure" in hint["note"] and "--forceall" in hint["note"]
+    if HAVE_GIT:
+        assert hint["checkout"] == f"git -C {chain} checkout {report['code']['commit']}"
+
+
+def test_positional_and_named_params_are_recorded_as_given(wf):
+    cases = [
+        (Files("bilinear", 3), {"_positional": ["bilinear", 3]}),
+        (Files(seed=5, mode="x"), {"seed": 5, "mode": "x"}),
+    ]
+    for i, (params, expected) in enumerate(cases):
+        out = f"results/tables/p{i}.tsv"
+        job = Job(
+            "table", Files("data/raw.txt"), Files(out), CONFIG, params=params, scriptdir=str(wf / "workflow_scripts")
+        )
+
+        def work(out=out):
+            (wf / "results/tables").mkdir(parents=True, exist_ok=True)
+            (wf / out).write_text("x\n")
+
+        run_job(wf, job, work)
+        record = json.loads((wf / audit(wf / out)["record_file"]).read_text())
+        assert record["params"] == expected
+
+
+def test_job_identity_reaches_child_processes_and_ends_with_the_record(wf, monkeypatch):
+    seen = {}
+
+    def work():
+        seen["job"] = provenance.current_identity()
+        seen["environment"] = json.loads(os.environ[provenance.ENV_IDENTITY])
+        (wf / "results/tables").mkdir(parents=True, exist_ok=True)
+        (wf / "results/tables/t.tsv").write_text("x\n")
+
+    job = Job(
+        "table", Files("data/raw.txt"), Files("results/tables/t.tsv"), CONFIG, scriptdir=str(wf / "workflow_scripts")
+    )
+    record_id = run_job(wf, job, work)
+    assert seen["job"]["record"] == record_id and seen["environment"] == seen["job"]
+    assert provenance.current_identity() is None and provenance.ENV_IDENTITY not in os.environ
+    monkeypatch.setenv(provenance.ENV_IDENTITY, json.dumps(seen["environment"]))  # what a child process sees
+    assert provenance.current_identity() == seen["job"]
+    monkeypatch.setenv(provenance.ENV_IDENTITY, "not json")
+    assert provenance.current_identity() is None
+
+
+def test_records_name_the_instruction_set_torch_dispatches_to():
+    import torch
+
+    assert provenance.host_info()["torch_cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())

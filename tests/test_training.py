@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from mr2ct.io import InputError, read_volume
 from mr2ct.networks import training_device
+from mr2ct.preprocess import load_preprocessed
 from mr2ct.resumable import TrainingInterrupted, load_checkpoint
 from mr2ct.synthesis import synthesize_run
 from mr2ct.training import TrainSettings, load_generator, random_crop, train_run
@@ -283,3 +285,64 @@ def test_training_device_sets_up_reproducible_runs():
     assert torch.are_deterministic_algorithms_enabled()
     assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
     assert training_device("cpu") == torch.device("cpu")
+
+
+def test_a_run_logs_its_learning_rate_schedule_validation_and_progress(caches, tmp_path, caplog, capsys):
+    """Besides its weights a run writes the learning rate of every step (constant, then linear decay
+    over the last ``decay_fraction`` of the steps), validation scores next to the constant-prediction
+    baseline, one log line per evaluation and, by default, a progress bar with running losses."""
+    import pandas as pd
+
+    settings = TrainSettings(
+        model="cyclegan_gc", gc_weight=1.0, **{**TINY, "steps": 25, "eval_every": 25, "decay_fraction": 0.4, "lr": 1e-3}
+    )
+    with caplog.at_level("INFO", logger="mr2ct.training"):
+        generator = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path)
+    bar = capsys.readouterr().err
+    assert "train cyclegan_gc" in bar and all(f"{label}=" in bar for label in ("G", "cyc", "D"))
+
+    losses = pd.read_csv(tmp_path / "losses.tsv", sep="\t")
+    k = np.arange(settings.steps)  # the step index: the rate used by step k + 1
+    expected_lr = settings.lr * np.clip((settings.steps - k) / (settings.steps * settings.decay_fraction), 0, 1)
+    np.testing.assert_allclose(losses["lr"], expected_lr, rtol=1e-5)
+
+    validation = pd.read_csv(tmp_path / "validation.tsv", sep="\t")
+    assert list(validation["step"]) == [0, 25]
+    train_ct, val = load_preprocessed(caches[1]), load_preprocessed(caches[3])
+    constant = train_ct.ct_hu(train_ct.ct)[train_ct.mask > 0].mean()  # the mean HU of the training CT's body
+    baseline = np.abs(val.ct_hu(val.ct) - constant)[val.mask > 0].mean()
+    np.testing.assert_allclose(validation["baseline_constant_mae"], baseline, atol=1e-3)
+    last = validation.iloc[-1]
+    logged = re.search(
+        r"step 25: validation MAE ([\d.]+) HU, boundary MAE ([\d.]+) HU \(constant baseline ([\d.]+) HU\)", caplog.text
+    )
+    assert logged, caplog.text
+    np.testing.assert_allclose(
+        [float(v) for v in logged.groups()],
+        [last["mae"], last["mae_boundary"], last["baseline_constant_mae"]],
+        atol=0.051,
+    )
+    saved = load_checkpoint(generator)
+    assert (saved["model"], saved["steps"], saved["selected_step"]) == ("cyclegan_gc", 25, 25)
+
+
+def test_the_untrained_generator_of_step_0_is_never_selected(caches, tmp_path):
+    """With a learning rate too small to move a weight, every evaluation scores the same; selection
+    then keeps the first trained one (step 1), not the initialisation evaluated at step 0."""
+    settings = TrainSettings(model="cyclegan", **{**TINY, "steps": 3, "eval_every": 1, "lr": 1e-30})
+    generator = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path, progress=False)
+    import pandas as pd
+
+    maes = pd.read_csv(tmp_path / "validation.tsv", sep="\t")["mae"]
+    assert len(maes) == 4 and maes.nunique() == 1
+    assert load_checkpoint(generator)["selected_step"] == 1
+
+
+def test_auto_precision_is_bf16_only_where_torch_reports_native_bf16(monkeypatch):
+    from mr2ct import training
+
+    cpu = torch.device("cpu")
+    for native, expected in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(training, "bf16_supported", lambda device, native=native: native)
+        assert training.resolve_precision("auto", cpu) == expected
+        assert training.resolve_precision("none", cpu) == "fp32" and training.resolve_precision("bf16", cpu) == "bf16"
