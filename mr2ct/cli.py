@@ -67,13 +67,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_splits(args: argparse.Namespace) -> int:
     from .cohort import cohort_from_config
-    from .splits import splits_from_config, splits_table
+    from .splits import splits_tsv
 
     config = _load(args)
-    cohort = cohort_from_config(config, args.results)
-    folds = splits_from_config(cohort.ids, config)
-    table = splits_table(folds, config["splits"]["sizes"], config["splits"]["pairing"])
-    print(table.to_csv(sep="\t", index=False), end="")
+    print(splits_tsv(cohort_from_config(config, args.results).ids, config), end="")
     return 0
 
 

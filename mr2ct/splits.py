@@ -38,6 +38,7 @@ __all__ = [
     "make_folds",
     "splits_from_config",
     "splits_table",
+    "splits_tsv",
     "statistics_warning",
     "write_splits",
 ]
@@ -167,10 +168,15 @@ def splits_table(folds: list[FoldSplit], sizes: list[int], pairing: str) -> pd.D
     return pd.DataFrame(rows, columns=["fold", "size", "subject", "role"])
 
 
-def write_splits(subjects: list[str], config: dict[str, Any], out) -> Any:
-    """Write the splits of a validated config as a TSV (``fold, size, subject, role``)."""
-    from .io import atomic_write_text
-
+def splits_tsv(subjects: list[str], config: dict[str, Any]) -> str:
+    """The splits of a validated config as TSV text (``fold, size, subject, role``)."""
     sp = config["splits"]
     table = splits_table(splits_from_config(list(subjects), config), sp["sizes"], sp["pairing"])
-    return atomic_write_text(out, table.to_csv(sep="\t", index=False, lineterminator="\n"))
+    return table.to_csv(sep="\t", index=False, lineterminator="\n")
+
+
+def write_splits(subjects: list[str], config: dict[str, Any], out) -> Any:
+    """Write :func:`splits_tsv` to ``out`` (atomically)."""
+    from .io import atomic_write_text
+
+    return atomic_write_text(out, splits_tsv(subjects, config))

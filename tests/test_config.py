@@ -97,3 +97,33 @@ def test_settings_take_their_defaults_and_ranges_from_the_schema():
         SegmentationSettings(lr=0.0)
     with pytest.raises(InputError, match="trains without the GC loss"):
         TrainSettings(model="cyclegan", gc_weight=1.0)
+
+
+def test_preprocessing_settings_are_read_from_their_config_keys():
+    from mr2ct.preprocess import PreprocessSettings
+
+    config = validate_config(
+        {
+            "seed": 1,
+            "data": {"source": "phantom"},
+            "preprocess": {
+                "image_size": 48,
+                "fov_mm": 420,
+                "ct_hu_points": [-1000, 0, 2000],
+                "ct_norm_points": [-1, -0.2, 1],
+                "mr_percentiles": [0.5, 99],
+            },
+            "splits": {},
+            "models": ["cyclegan"],
+        }
+    )
+    settings = PreprocessSettings.from_config(config)
+    assert settings == PreprocessSettings(
+        image_size=48,
+        fov_mm=420.0,
+        ct_hu_points=(-1000.0, 0.0, 2000.0),
+        ct_norm_points=(-1.0, -0.2, 1.0),
+        mr_percentiles=(0.5, 99.0),
+    )
+    assert isinstance(settings.image_size, int) and isinstance(settings.fov_mm, float)
+    assert all(isinstance(v, float) for v in settings.ct_hu_points + settings.mr_percentiles)

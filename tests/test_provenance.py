@@ -703,3 +703,26 @@ def test_records_name_the_instruction_set_torch_dispatches_to():
     import torch
 
     assert provenance.host_info()["torch_cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+
+
+def test_code_summary_has_one_row_per_code_and_config_version_with_its_records_and_time_span(wf):
+    from mr2ct.audit import code_summary
+
+    first, second = "1" * 40, "2" * 40
+    ids = [
+        cohort_job(wf, code=_code(first)),
+        table_job(wf, code=_code(second, "b" * 64)),
+        figure_job(wf, code=_code(second, "b" * 64)),
+    ]
+    records = [json.loads(provenance.Layout(wf).record_file(i).read_text()) for i in ids]
+    rows = code_summary(wf)
+    config = config_sha256(CONFIG)[:12]
+    assert [{k: row[k] for k in ("commit", "dirty", "diff_sha256", "version", "config_sha256")} for row in rows] == [
+        {"commit": first, "dirty": False, "diff_sha256": "", "version": "0", "config_sha256": config},
+        {"commit": second, "dirty": True, "diff_sha256": "b" * 12, "version": "0", "config_sha256": config},
+    ]
+    assert [(row["records"], row["rules"]) for row in rows] == [(1, "cohort"), (2, "figure table")]
+    assert (rows[0]["first_started"], rows[0]["last_ended"]) == (records[0]["started_at"], records[0]["ended_at"])
+    assert (rows[1]["first_started"], rows[1]["last_ended"]) == (records[1]["started_at"], records[2]["ended_at"])
+    figure_job(wf, config=CONFIG_B, code=_code(second, "b" * 64))
+    assert [row["config_sha256"] for row in code_summary(wf)][-1] == config_sha256(CONFIG_B)[:12]

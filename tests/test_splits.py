@@ -124,3 +124,37 @@ def test_pinned_splits_for_seed_42():
     assert six.ct == ("phantom002", "phantom003", "phantom012")
     two = folds[0].training_set(2, "disjoint")
     assert set(two.mr) <= set(six.mr) and set(two.ct) <= set(six.ct)  # nested
+
+
+def test_written_splits_are_the_folds_of_the_config_with_every_role(tmp_path):
+    """The workflow's splits.tsv: for every fold and size, which subjects test, validate and feed
+    the MR and CT halves, as the config's folds say; written atomically and readable as a table."""
+    import pandas as pd
+
+    from mr2ct.config import validate_config
+    from mr2ct.splits import splits_from_config, write_splits
+
+    subjects = [f"s{i:02d}" for i in range(10)]
+    config = validate_config(
+        {
+            "seed": 5,
+            "data": {"source": "phantom"},
+            "preprocess": {},
+            "splits": {"folds": 2, "sizes": [2, 4], "validation_subjects": 1, "pairing": "disjoint"},
+            "models": ["cyclegan"],
+        }
+    )
+    out = write_splits(subjects, config, tmp_path / "splits" / "splits.tsv")
+    table = pd.read_csv(out, sep="\t", dtype={"subject": str})
+    assert list(table.columns) == ["fold", "size", "subject", "role"]
+    for k, fold in enumerate(splits_from_config(subjects, config)):
+        rows = table[table["fold"] == k]
+        assert set(rows.loc[rows["role"] == "test", "subject"]) == set(fold.test)
+        assert set(rows.loc[rows["role"] == "validation", "subject"]) == set(fold.validation)
+        for size in (2, 4):
+            training = fold.training_set(size, "disjoint")
+            of_size = rows[rows["size"] == size]
+            assert set(of_size.loc[of_size["role"] == "train_mr", "subject"]) == set(training.mr)
+            assert set(of_size.loc[of_size["role"] == "train_ct", "subject"]) == set(training.ct)
+            assert len(of_size) == size
+    assert not list((tmp_path / "splits").glob(".*"))  # no temporary file left behind
