@@ -12,10 +12,11 @@ import argparse
 import json
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mr2ct.workflow import snakemake_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,19 +33,7 @@ def main() -> None:
         for _ in range(args.repeat):
             start = time.perf_counter()
             result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "snakemake",
-                    "-s",
-                    str(ROOT / "Snakefile"),
-                    "--directory",
-                    tmp,
-                    "--configfile",
-                    str(ROOT / args.config),
-                    "-n",
-                    *profile,
-                ],
+                snakemake_command(tmp, "--configfile", str(ROOT / args.config), "-n", *profile, root=ROOT),
                 capture_output=True,
                 text=True,
                 check=True,

@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mr2ct.workflow import snakemake_command
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("mae", "psnr", "mae_boundary")
@@ -44,8 +45,8 @@ TABLE = "results/tables/synthesis_metrics.csv"
 def run_tiny(workdir: Path, env: dict[str, str], config: list[str]) -> pd.DataFrame:
     """The tiny workflow up to the synthesis table in ``workdir``; its per-(model, fold) means."""
     if not (workdir / TABLE).exists():
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
-        cmd += ["--profile", str(ROOT / "profiles/local"), TABLE, "--configfile", str(ROOT / "configs/tiny.yaml")]
+        cmd = snakemake_command(workdir, "--profile", str(ROOT / "profiles/local"), TABLE, root=ROOT)
+        cmd += ["--configfile", str(ROOT / "configs/tiny.yaml")]
         if config:
             cmd += ["--config", *config]
         subprocess.run(cmd, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)

@@ -15,11 +15,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import provenance
 
-__all__ = ["configure_logging", "run"]
+__all__ = ["configure_logging", "run", "snakemake_command"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -65,3 +66,13 @@ def run(snakemake: Any, job: Callable[[], Any]) -> Any:
         raise
     logger.info("rule %s done in %.1f s", snakemake.rule, time.perf_counter() - start)
     return result
+
+
+def snakemake_command(workdir: str | os.PathLike, *args: str, root: str | os.PathLike | None = None) -> list[str]:
+    """``python -m snakemake`` on the workflow at ``root`` (default: the checkout this package is
+    installed from, editable) with ``workdir`` as its working directory, then ``args``. Put targets
+    before ``--configfile``/``--config``, which take every word that follows them."""
+    root = Path(root) if root is not None else provenance.find_workflow_root(Path(__file__).parent)
+    if root is None:
+        raise provenance.ProvenanceError("no Snakefile above the mr2ct package: give the workflow folder (root=)")
+    return [sys.executable, "-m", "snakemake", "-s", str(Path(root) / "Snakefile"), "--directory", str(workdir), *args]

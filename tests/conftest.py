@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,14 @@ import pytest
 from mr2ct.cohort import SubjectFiles
 from mr2ct.phantom import PhantomSettings, write_cohort
 from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
+from mr2ct.workflow import snakemake_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def snakemake_cmd(workdir, *args: str) -> list[str]:
-    """``python -m snakemake`` on this workflow in ``workdir`` with ``args`` (put targets before
-    ``--configfile``/``--config``, which take every word that follows them)."""
-    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
+    """:func:`mr2ct.workflow.snakemake_command` on this checkout's workflow."""
+    return snakemake_command(workdir, *args, root=ROOT)
 
 
 TINY_SETTINGS = PhantomSettings(matrix=(112, 80), spacing=(4.0, 4.0, 6.0))

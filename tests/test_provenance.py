@@ -726,3 +726,21 @@ def test_code_summary_has_one_row_per_code_and_config_version_with_its_records_a
     assert (rows[1]["first_started"], rows[1]["last_ended"]) == (records[1]["started_at"], records[2]["ended_at"])
     figure_job(wf, config=CONFIG_B, code=_code(second, "b" * 64))
     assert [row["config_sha256"] for row in code_summary(wf)][-1] == config_sha256(CONFIG_B)[:12]
+
+
+def test_snakemake_command_runs_the_workflow_of_this_checkout_by_default(tmp_path):
+    from mr2ct.workflow import snakemake_command
+
+    cmd = snakemake_command(tmp_path, "-n", "--cores", "1")
+    assert cmd[1:] == [
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "-n",
+        "--cores",
+        "1",
+    ]
+    assert snakemake_command(tmp_path, root=tmp_path / "wf")[4] == str(tmp_path / "wf" / "Snakefile")
