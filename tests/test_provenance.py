@@ -706,11 +706,14 @@ def test_records_name_the_instruction_set_torch_dispatches_to():
 
 
 def test_code_summary_has_one_row_per_code_and_config_version_with_its_records_and_time_span(wf):
+    """Records are read in file-name order (rule first), so each group here has a record read
+    first that is not the one that started first (group 2) or ended last (group 1)."""
     from mr2ct.audit import code_summary
 
     first, second = "1" * 40, "2" * 40
     ids = [
         cohort_job(wf, code=_code(first)),
+        table_job(wf, code=_code(first)),
         table_job(wf, code=_code(second, "b" * 64)),
         figure_job(wf, code=_code(second, "b" * 64)),
     ]
@@ -721,9 +724,9 @@ def test_code_summary_has_one_row_per_code_and_config_version_with_its_records_a
         {"commit": first, "dirty": False, "diff_sha256": "", "version": "0", "config_sha256": config},
         {"commit": second, "dirty": True, "diff_sha256": "b" * 12, "version": "0", "config_sha256": config},
     ]
-    assert [(row["records"], row["rules"]) for row in rows] == [(1, "cohort"), (2, "figure table")]
-    assert (rows[0]["first_started"], rows[0]["last_ended"]) == (records[0]["started_at"], records[0]["ended_at"])
-    assert (rows[1]["first_started"], rows[1]["last_ended"]) == (records[1]["started_at"], records[2]["ended_at"])
+    assert [(row["records"], row["rules"]) for row in rows] == [(2, "cohort table"), (2, "figure table")]
+    assert (rows[0]["first_started"], rows[0]["last_ended"]) == (records[0]["started_at"], records[1]["ended_at"])
+    assert (rows[1]["first_started"], rows[1]["last_ended"]) == (records[2]["started_at"], records[3]["ended_at"])
     figure_job(wf, config=CONFIG_B, code=_code(second, "b" * 64))
     assert [row["config_sha256"] for row in code_summary(wf)][-1] == config_sha256(CONFIG_B)[:12]
 
