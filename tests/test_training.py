@@ -346,3 +346,40 @@ def test_auto_precision_is_bf16_only_where_torch_reports_native_bf16(monkeypatch
         monkeypatch.setattr(training, "bf16_supported", lambda device, native=native: native)
         assert training.resolve_precision("auto", cpu) == expected
         assert training.resolve_precision("none", cpu) == "fp32" and training.resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_geometric_augmentation_draws_independent_flip_zoom_and_shift_from_the_run_generator():
+    """Read the transform of each sample back from two linear ramps (bilinear sampling of a linear
+    function is exact): the x ramp becomes ``flip / zoom * x + shift_x``, the y ramp
+    ``y / zoom + shift_y`` in the centre, where nothing samples outside the slice. Flip is a fair
+    coin, zoom and shifts uniform on their ranges, all independent, the same for every tensor of
+    the call, drawn only from the given generator (the global torch RNG is left alone)."""
+    from mr2ct.training import AUGMENT_SHIFT, AUGMENT_ZOOM, augment_geometry
+
+    n, size = 4000, 33
+    centres = (2 * torch.arange(size, dtype=torch.float64) + 1) / size - 1  # align_corners=False pixel centres
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    ramps = [x.expand(n, 1, size, size).float(), y.expand(n, 1, size, size).float()]
+    global_state = torch.get_rng_state()
+    out_x, out_y = augment_geometry(ramps, torch.Generator().manual_seed(11))
+    assert torch.equal(torch.get_rng_state(), global_state)
+    centre = (x.abs() < 0.5) & (y.abs() < 0.5)
+    design = np.stack([x[centre].numpy(), y[centre].numpy(), np.ones(int(centre.sum()))], axis=1)
+
+    def fit(out):  # least squares of every sample's centre on (x, y, 1)
+        return np.linalg.lstsq(design, out[:, 0][:, centre].double().numpy().T, rcond=None)[0]
+
+    (ax, bx, shift_x), (ay, by, shift_y) = fit(out_x), fit(out_y)
+    np.testing.assert_allclose(np.c_[bx, ay], 0, atol=1e-4)  # no rotation or shear
+    zoom = 1 / by
+    flip = np.sign(ax)
+    np.testing.assert_allclose(np.abs(ax), 1 / zoom, atol=1e-4)  # isotropic zoom
+    assert 0.45 < (flip < 0).mean() < 0.55
+    for values, half in ((zoom - 1, AUGMENT_ZOOM), (shift_x, AUGMENT_SHIFT), (shift_y, AUGMENT_SHIFT)):
+        assert values.min() > -half - 1e-4 and values.max() < half + 1e-4
+        assert values.min() < -0.95 * half and values.max() > 0.95 * half
+        np.testing.assert_allclose(np.std(values), half / np.sqrt(3), rtol=0.06)  # uniform on [-half, half]
+    correlations = np.corrcoef(np.stack([flip, zoom, shift_x, shift_y]))
+    assert np.abs(correlations[np.triu_indices(4, 1)]).max() < 0.08  # 5 sd of a correlation of 4000 pairs
+    again = augment_geometry(ramps, torch.Generator().manual_seed(11))
+    assert torch.equal(again[0], out_x) and torch.equal(again[1], out_y)
