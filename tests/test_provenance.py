@@ -324,7 +324,8 @@ def test_upstream_kept_under_an_older_config_is_a_note_unless_strict(chain, caps
     strict = audit(chain / "results/figures/mae.png", verify=True, strict=True)
     assert problems(strict) == {("MIXED", "results/tables/metrics.csv")}
     assert cli(chain / "results/figures/mae.png", "--verify") == 0
-    capsys.readouterr()
+    lines = capsys.readouterr().out.splitlines()  # only a node made under another config than the target names it
+    assert "config" not in lines[0] and lines[1].endswith(f"  config {config_sha256(CONFIG)[:8]}")
     assert cli(chain / "results/figures/mae.png", "--verify", "--strict") == 1
     assert "MIXED results/tables/metrics.csv" in capsys.readouterr().err
 
@@ -439,12 +440,14 @@ def test_inputs_reuse_the_producers_hash_and_ids_are_content_addressed(wf, monke
 
 
 def test_raw_inputs_are_hashed_once_across_consumers(wf, monkeypatch):
-    cohort_job(wf)
+    first = cohort_job(wf)
     hashed = []
     real = provenance.sha256_file
     monkeypatch.setattr(provenance, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
-    cohort_job(wf)
+    cohort_job(wf, content="subject\nS1\n")
     assert "raw.txt" not in hashed  # the first consumer left an "observed" index entry
+    observed = json.loads(provenance.Layout(wf).index_file("data/raw.txt").read_text())
+    assert observed["observed_by"] == first and observed["record"] is None  # kept while the file is unchanged
 
 
 def test_saved_config_reproduces_the_effective_config():
@@ -541,6 +544,9 @@ def test_canonical_json_and_config_hash_do_not_depend_on_key_order():
 def test_code_version_sees_an_edit_to_a_tracked_file_and_hashes_its_content(wf):
     clean = provenance.code_version(wf)
     assert clean["dirty"] is False and clean["diff_sha256"] is None and len(clean["commit"]) == 40
+    (wf / "workflow_scripts" / "new.py").write_text("# not yet committed\n")
+    assert provenance.code_version(wf)["dirty"] is True  # an untracked file counts too
+    (wf / "workflow_scripts" / "new.py").unlink()
     script = wf / "workflow_scripts" / "table.py"
     script.write_text("# table adapter, edited\n")
     first = provenance.code_version(wf)
@@ -600,6 +606,8 @@ def test_cli_text_ends_once_and_names_rule_wildcards_end_time_and_commit_and_sto
     )
     code = report["code"]
     assert any(line.startswith(f"code    mr2ct {code['version']}, commit {code['commit']}") for line in lines)
+    if HAVE_GIT:
+        assert f"  git -C {chain} checkout {code['commit']}" in lines
     assert cli(target, "--depth", "1") == 0
     shallow = capsys.readouterr().out.split("\n\n")[0].splitlines()
     assert shallow[0].startswith("results/figures/mae.png  [figure ")
@@ -699,10 +707,25 @@ def test_job_identity_reaches_child_processes_and_ends_with_the_record(wf, monke
     assert provenance.current_identity() is None
 
 
-def test_records_name_the_instruction_set_torch_dispatches_to():
+def test_records_name_the_host_and_the_instruction_set_torch_dispatches_to():
+    import platform
+
     import torch
 
-    assert provenance.host_info()["torch_cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    host = provenance.host_info()
+    assert host["torch_cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert (host["platform"], host["machine"], host["cpu_count"]) == (
+        platform.platform(),
+        platform.machine(),
+        os.cpu_count(),
+    )
+
+
+def test_numpy_values_hash_like_the_python_values_they_hold():
+    values = {"lr": np.float64(2e-4), "steps": np.int64(10), "flags": np.array([True, False]), "gc": np.float32(0.5)}
+    assert provenance.canonical_json(values) == provenance.canonical_json(
+        {"lr": 2e-4, "steps": 10, "flags": [True, False], "gc": 0.5}
+    )
 
 
 def test_code_summary_has_one_row_per_code_and_config_version_with_its_records_and_time_span(wf):
@@ -747,3 +770,27 @@ def test_snakemake_command_runs_the_workflow_of_this_checkout_by_default(tmp_pat
         "1",
     ]
     assert snakemake_command(tmp_path, root=tmp_path / "wf")[4] == str(tmp_path / "wf" / "Snakefile")
+
+
+def test_reproduce_hint_runs_the_recorded_workflow_in_another_working_directory(wf, tmp_path):
+    """``snakemake --directory work``: the records live in ``work``, the Snakefile elsewhere."""
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    shutil.copy(wf / "data" / "raw.txt", work / "data" / "raw.txt")
+    job = Job(
+        "table", Files("data/raw.txt"), Files("results/tables/t.tsv"), CONFIG, scriptdir=str(wf / "workflow_scripts")
+    )
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        context = begin_job(job, script=wf / "workflow_scripts" / "table.py")
+        (work / "results/tables").mkdir(parents=True)
+        (work / "results/tables/t.tsv").write_text("x\n")
+        write_job_record(job, context)
+    finally:
+        os.chdir(cwd)
+    hint = audit(work / "results/tables/t.tsv")["reproduce"]
+    assert hint["cwd"] == str(work)
+    assert hint["command"].startswith(
+        f"snakemake results/tables/t.tsv -s {wf}/Snakefile --directory {work} --cores all "
+    )

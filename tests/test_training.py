@@ -383,3 +383,40 @@ def test_geometric_augmentation_draws_independent_flip_zoom_and_shift_from_the_r
     assert np.abs(correlations[np.triu_indices(4, 1)]).max() < 0.08  # 5 sd of a correlation of 4000 pairs
     again = augment_geometry(ramps, torch.Generator().manual_seed(11))
     assert torch.equal(again[0], out_x) and torch.equal(again[1], out_y)
+
+
+def test_one_cyclegan_step_logs_the_objectives_of_zhu_et_al_computed_from_the_initial_networks():
+    """Least-squares adversarial losses, L1 cycle losses and the discriminators' real/fake objective
+    of one step, recomputed here from a fresh run of the same seed (the step's forward passes
+    use the initial weights; the discriminators are updated after the generators)."""
+    from mr2ct.training import LOSS_COLUMNS, new_run
+
+    torch.manual_seed(0)
+    mr, ct = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    settings = TrainSettings(model="cyclegan", **{**TINY, "amp": "none", "pool_size": 0})
+    logged = dict(zip(LOSS_COLUMNS, new_run(settings, torch.device("cpu")).train_step(mr, ct)))
+    nets = new_run(settings, torch.device("cpu")).nets
+    with torch.no_grad():
+        fake_ct, fake_mr = nets["g_ct"](mr), nets["g_mr"](ct)
+        adv = ((nets["d_ct"](fake_ct) - 1) ** 2).mean() + ((nets["d_mr"](fake_mr) - 1) ** 2).mean()
+        cyc = (nets["g_mr"](fake_ct) - mr).abs().mean() + (nets["g_ct"](fake_mr) - ct).abs().mean()
+        d_ct = 0.5 * (((nets["d_ct"](ct) - 1) ** 2).mean() + (nets["d_ct"](fake_ct) ** 2).mean())
+        d_mr = 0.5 * (((nets["d_mr"](mr) - 1) ** 2).mean() + (nets["d_mr"](fake_mr) ** 2).mean())
+    expected = {"adv": adv, "cycle": cyc, "loss_d": d_ct + d_mr, "loss_g": adv + settings.lambda_cycle * cyc}
+    for name, value in expected.items():
+        assert logged[name] == pytest.approx(float(value), rel=1e-5), name
+    assert logged["identity"] == 0.0 and logged["lr"] == settings.lr
+
+
+def test_validation_boundary_mae_takes_the_bone_from_the_labels_when_given(caches):
+    """With bone label ids the boundary band follows those labels; without, the CT above 200 HU."""
+    from mr2ct.training import evaluate, new_run
+
+    subject = load_preprocessed(caches[3])
+    generator = new_run(TrainSettings(model="cyclegan", **TINY), torch.device("cpu")).g_ct.eval()
+    labels, counts = np.unique(subject.labels[subject.labels > 0], return_counts=True)
+    largest = int(labels[np.argmax(counts)])  # the largest structure: soft tissue, not bone
+    by_threshold = evaluate(generator, [subject], torch.device("cpu"))
+    by_label = evaluate(generator, [subject], torch.device("cpu"), bone_labels=(largest,))
+    assert by_label["mae"] == by_threshold["mae"]
+    assert by_label["mae_boundary"] != pytest.approx(by_threshold["mae_boundary"], rel=1e-3)
