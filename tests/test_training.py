@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import numpy as np
@@ -324,6 +325,8 @@ def test_a_run_logs_its_learning_rate_schedule_validation_and_progress(caches, t
     )
     saved = load_checkpoint(generator)
     assert (saved["model"], saved["steps"], saved["selected_step"]) == ("cyclegan_gc", 25, 25)
+    trained_on = json.loads(saved["data"])  # the generator names the data it was trained on
+    assert [name for name, _ in trained_on["mr"] + trained_on["ct"]] == [caches[0].name, caches[1].name]
 
 
 def test_the_untrained_generator_of_step_0_is_never_selected(caches, tmp_path):
