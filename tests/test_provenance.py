@@ -444,8 +444,18 @@ def test_raw_inputs_are_hashed_once_across_consumers(wf, monkeypatch):
     hashed = []
     real = provenance.sha256_file
     monkeypatch.setattr(provenance, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
-    cohort_job(wf, content="subject\nS1\n")
+    cohort_job(wf)
     assert "raw.txt" not in hashed  # the first consumer left an "observed" index entry
+    other = Job(
+        "table", Files("data/raw.txt"), Files("results/tables/raw.tsv"), CONFIG, scriptdir=str(wf / "workflow_scripts")
+    )
+
+    def work():
+        (wf / "results/tables").mkdir(parents=True)
+        (wf / "results/tables/raw.tsv").write_text("x\n")
+
+    second = run_job(wf, other, work)
+    assert second != first and "raw.txt" not in hashed
     observed = json.loads(provenance.Layout(wf).index_file("data/raw.txt").read_text())
     assert observed["observed_by"] == first and observed["record"] is None  # kept while the file is unchanged
 
@@ -544,8 +554,9 @@ def test_canonical_json_and_config_hash_do_not_depend_on_key_order():
 def test_code_version_sees_an_edit_to_a_tracked_file_and_hashes_its_content(wf):
     clean = provenance.code_version(wf)
     assert clean["dirty"] is False and clean["diff_sha256"] is None and len(clean["commit"]) == 40
+    git(wf, "config", "status.showUntrackedFiles", "no")  # a user's setting may hide untracked files
     (wf / "workflow_scripts" / "new.py").write_text("# not yet committed\n")
-    assert provenance.code_version(wf)["dirty"] is True  # an untracked file counts too
+    assert provenance.code_version(wf)["dirty"] is True  # an untracked file counts all the same
     (wf / "workflow_scripts" / "new.py").unlink()
     script = wf / "workflow_scripts" / "table.py"
     script.write_text("# table adapter, edited\n")
