@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from mr2ct.cohort import SubjectFiles
 from mr2ct.io import Volume, read_volume, write_volume
-from mr2ct.preprocess import PreprocessSettings, load_preprocessed, preprocess_to_cache
+from mr2ct.preprocess import PreprocessSettings, SliceGrid, load_preprocessed, preprocess_to_cache
 from mr2ct.segmentation import segment_ct
 from mr2ct.synthesis import synthetic_volume
 
@@ -173,7 +173,6 @@ def test_slices_and_back_reproduce_a_linear_volume(size, step, spacing, centre, 
     """to_volume(to_slices(x)) = x wherever the slice grid covers the volume, for any linear x
     (linear interpolation and the anti-aliasing blur are exact on linear images): a flipped,
     shifted or rescaled axis in either direction would break it."""
-    from mr2ct.preprocess import SliceGrid
 
     shape = (40, 36, 3)
     i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
@@ -225,3 +224,17 @@ def test_preprocessing_centres_the_body_keeps_anisotropic_pixels_and_normalises_
     assert (inner < -0.8).mean() > 0.05 and (inner > 0.8).mean() > 0.05
     # corners of the 80 mm field of view lie outside the 60 x 60 mm volume: air, the lowest CT point
     assert cache.ct[2][0, 0] == settings.ct_norm_points[0] and cache.ct[2][-1, -1] == settings.ct_norm_points[0]
+
+
+def test_slice_pixels_sample_the_voxels_the_slice_grid_documents():
+    """SliceGrid's formula checked on a linear volume (linear interpolation and the anti-aliasing
+    Gaussian keep a linear function away from the borders): pixel (r, c) of a slice samples voxel
+    i = centre_i − (c − m)·step/spacing_x, j = centre_j − (r − m)·step/spacing_y, m = (size − 1)/2."""
+    shape, size, step, centre, spacing = (60, 50, 3), 16, 3.0, (29.3, 24.6), (1.5, 2.0)
+    i, j, _ = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
+    slices = SliceGrid(size, step, centre, spacing).to_slices(i + 1000.0 * j)
+    m = (size - 1) / 2
+    r, c = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    expected = centre[0] - (c - m) * step / spacing[0] + 1000.0 * (centre[1] - (r - m) * step / spacing[1])
+    for k in range(shape[2]):
+        np.testing.assert_allclose(slices[k], expected, atol=0.05)
