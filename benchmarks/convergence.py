@@ -25,14 +25,15 @@ import numpy as np
 import torch
 
 from mr2ct.config import load_config, load_yaml
+from mr2ct.devices import resolve_precision
 from mr2ct.io import read_volume
 from mr2ct.metrics import mae, mae_boundary
 from mr2ct.phantom import subject_ids
 from mr2ct.preprocess import load_preprocessed
 from mr2ct.settings import TrainSettings
 from mr2ct.splits import splits_from_config
-from mr2ct.synthesis import synthetic_volume
-from mr2ct.training import load_generator, predict_ct, resolve_precision, train_run
+from mr2ct.synthesis import load_generator, predict_ct, synthetic_volume
+from mr2ct.training import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

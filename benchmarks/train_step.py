@@ -15,7 +15,7 @@ is the achieved FLOP rate divided by the device's matmul peak, measured in the s
 process (fp32, or bf16 when the step runs in bf16). Peak memory: on CUDA the peak of
 allocated tensors during the timed steps; on CPU the process's peak resident set so far
 (sizes run in increasing order, so each line's peak is that size's). A synthesis line
-reports slices per second of batched MR→CT inference (``mr2ct.training.predict_ct``, batch
+reports slices per second of batched MR→CT inference (``mr2ct.synthesis.predict_ct``, batch
 16) at ``--synthesis-size``.
 
 ``--sweep CONFIG`` (overlays on config.yaml, as ``mr2ct validate`` stacks them) counts the
@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from mr2ct.networks import training_device
+from mr2ct.devices import training_device
 from mr2ct.training import TrainSettings, new_run
 
 
@@ -189,7 +189,7 @@ def main() -> None:
         return
 
     from mr2ct.networks import ResnetGenerator
-    from mr2ct.training import predict_ct
+    from mr2ct.synthesis import predict_ct
 
     generator = ResnetGenerator(
         1, 1, ngf=args.ngf, n_blocks=args.n_blocks, n_downsampling=args.n_downsampling, upsampling=args.upsampling

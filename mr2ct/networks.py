@@ -30,21 +30,20 @@ independent re-implementation.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ResnetGenerator",
-    "training_device",
-    "ResnetBlock",
+    "GeneratorSpec",
     "PatchDiscriminator",
+    "ResnetBlock",
+    "ResnetGenerator",
     "UNet2d",
     "init_weights",
-    "count_parameters",
-    "patch_discriminator_receptive_field",
 ]
 
 
@@ -213,6 +212,30 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """The architecture of a :class:`ResnetGenerator`: what a generator file stores beside its
+    weights, so that the network that loads them is the network that wrote them."""
+
+    in_channels: int = 1
+    out_channels: int = 1
+    ngf: int = 64
+    n_blocks: int = 9
+    n_downsampling: int = 2
+    upsampling: str = "transpose"
+
+    def build(self) -> ResnetGenerator:
+        """A fresh network of this architecture (PyTorch's default initialisation)."""
+        return ResnetGenerator(**asdict(self))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GeneratorSpec:
+        return cls(**{k: (str(v) if k == "upsampling" else int(v)) for k, v in values.items()})
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN discriminator (Isola et al. 2017; Zhu et al. 2017), LSGAN head.
 
@@ -227,8 +250,8 @@ class PatchDiscriminator(nn.Module):
     * conv stride 1 to 1 channel, no sigmoid (least-squares GAN, Mao et al.
       2017).
 
-    With ``n_layers=3`` each output pixel sees a 70x70 input patch (see
-    :func:`patch_discriminator_receptive_field`).  With ``ndf=64`` and one
+    With ``n_layers=3`` each output pixel sees a 70x70 input patch (the
+    recursion ``r <- r + 3 j, j <- j s`` over the 4x4 convolutions).  With ``ndf=64`` and one
     input channel the network has 2,762,689 parameters (2,764,737 with the
     3 channels of the CycleGAN paper).
 
@@ -287,21 +310,6 @@ class PatchDiscriminator(nn.Module):
                 "is too small: the patch-score map would be empty"
             )
         return self.model(x)
-
-
-def patch_discriminator_receptive_field(n_layers: int = 3) -> int:
-    """Receptive field (pixels per axis) of one :class:`PatchDiscriminator` output.
-
-    Computed with the standard recursion ``r <- r + (k - 1) * j``,
-    ``j <- j * s`` over the 4x4 convolutions (``n_layers`` with stride 2,
-    then two with stride 1).  ``n_layers=3`` gives 70 (the "70x70 PatchGAN").
-    """
-    r, j = 1, 1
-    strides = [2] * n_layers + [1, 1]
-    for s in strides:
-        r += (4 - 1) * j
-        j *= s
-    return r
 
 
 class _DoubleConv(nn.Sequential):
@@ -462,26 +470,3 @@ def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
                 if bias is not None:
                     nn.init.zeros_(bias)
     return module
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of scalar parameters of ``module`` (only trainable ones by default)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
-def training_device(name: str) -> torch.device:
-    """The device of a training run (``"auto"``: CUDA when present, else CPU), set up for
-    reproducible training: deterministic algorithms where torch has them (``warn_only``: an
-    operation without one warns instead of failing), cuDNN autotuning off (it may pick
-    different kernels from run to run) and deterministic cuDNN kernels; on CUDA, TF32 matmuls
-    and convolutions (fp32 runs; bf16 autocast is chosen by ``train.amp``)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device

@@ -33,6 +33,7 @@ from .io import atomic_path, read_volume
 
 __all__ = [
     "PreprocessSettings",
+    "context_stack",
     "SliceGrid",
     "denormalise_ct",
     "load_preprocessed",
@@ -227,6 +228,23 @@ class PreprocessedSubject:
     def ct_hu(self, normalised: np.ndarray) -> np.ndarray:
         """Normalised CT values back to HU."""
         return denormalise_ct(normalised, self.ct_hu_points, self.ct_norm_points)
+
+    def body_slices(self, min_fraction: float) -> np.ndarray:
+        """Indices of the slices whose body mask covers at least ``min_fraction`` of the slice."""
+        fraction = self.mask.reshape(self.mask.shape[0], -1).mean(axis=1)
+        return np.nonzero(fraction >= min_fraction)[0]
+
+
+def context_stack(slices: np.ndarray, context: int, index: np.ndarray | None = None) -> np.ndarray:
+    """Slices ``(Z, H, W)`` as 2.5D inputs ``(len(index), 2 context + 1, H, W)``: each slice of
+    ``index`` (default: all, in order) with its ``context`` neighbours on either side as
+    channels in slice order, the slice itself in the middle channel; beyond the first and
+    last slice of the volume the edge slice is repeated."""
+    if context < 0:
+        raise ValueError(f"context must be >= 0; got {context}")
+    index = np.arange(len(slices)) if index is None else np.asarray(index)
+    neighbours = np.clip(index[:, None] + np.arange(-context, context + 1)[None, :], 0, len(slices) - 1)
+    return np.ascontiguousarray(slices[neighbours])
 
 
 def load_preprocessed(path: str | os.PathLike) -> PreprocessedSubject:

@@ -1,7 +1,8 @@
 """The resumable optimisation loop shared by every network of the workflow.
 
 A *run* object holds all mutable state of a training run (``step``,
-``history``, ``train_step(*batch)``, ``state_dict()``, ``load_state_dict()``);
+``history``, ``columns``, ``train_step(*batch)`` returning the values of
+``columns`` by name, ``state_dict()``, ``load_state_dict()``);
 :func:`run_steps` drives it, writing atomic checkpoints, and :func:`resume`
 loads a checkpoint back only when it was written by a run with the same
 *identity*: the checkpoint format, the kind of run, the digest of every
@@ -44,7 +45,7 @@ __all__ = [
 log = logging.getLogger("mr2ct.resumable")
 
 #: version of the checkpoint layout; a checkpoint of another format is never resumed
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 
 class TrainingInterrupted(RuntimeError):
@@ -136,7 +137,7 @@ def run_steps(
     validate: Callable[[], None],
     *,
     desc: str,
-    postfix: dict[str, int],
+    postfix: dict[str, str],
     progress: bool = True,
     started: float | None = None,
 ) -> None:
@@ -149,8 +150,8 @@ def run_steps(
     steps and at the end; with ``time_budget_minutes`` > 0, writes a
     checkpoint and raises :class:`TrainingInterrupted` once the budget
     (counted from ``started``, a ``time.monotonic()`` value, by default now)
-    is spent. ``postfix`` maps progress-bar labels to loss columns (running
-    mean of 25 steps).
+    is spent. ``postfix`` maps progress-bar labels to names of ``run.columns``
+    (running mean of 25 steps).
     """
     from tqdm import tqdm
 
@@ -164,12 +165,14 @@ def run_steps(
     bar = tqdm(total=s.steps, initial=run.step, desc=desc, unit="step", disable=not progress, mininterval=2.0)
     budget = s.time_budget_minutes * 60.0
     while run.step < s.steps:
-        run.history.append(run.train_step(*next_batch()))
+        values = run.train_step(*next_batch())
+        run.history.append([values[name] for name in run.columns])
         run.step += 1
         bar.update()
         if run.step % 25 == 0:
             recent = np.asarray(run.history[-25:])
-            bar.set_postfix({label: f"{recent[:, column].mean():.3f}" for label, column in postfix.items()})
+            means = dict(zip(run.columns, recent.mean(axis=0)))
+            bar.set_postfix({label: f"{means[name]:.3f}" for label, name in postfix.items()})
         if s.eval_every > 0 and (run.step % s.eval_every == 0 or run.step == s.steps):
             validate()
         if run.step % s.checkpoint_every == 0 and run.step < s.steps:

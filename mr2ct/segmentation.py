@@ -42,8 +42,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .devices import training_device
 from .io import InputError, Volume, read_volume, write_volume
-from .networks import UNet2d, training_device
+from .networks import UNet2d
 from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct, resample_planes
 from .resumable import (
     CHECKPOINT_FORMAT,
@@ -110,11 +111,6 @@ def segmentation_loss(
 
 # --------------------------------------------------------------------------
 # data
-
-
-def _body_slices(subject: PreprocessedSubject, min_fraction: float) -> np.ndarray:
-    fraction = subject.mask.reshape(subject.mask.shape[0], -1).mean(axis=1)
-    return np.nonzero(fraction >= min_fraction)[0]
 
 
 def _load_labelled(paths: Sequence[str | os.PathLike], n_classes: int, role: str) -> list[PreprocessedSubject]:
@@ -213,8 +209,10 @@ def _init_head_prior(net: UNet2d, class_counts: np.ndarray) -> None:
         net.head.bias.copy_(torch.from_numpy(np.log(prior)).to(net.head.bias.dtype))
 
 
-class _Run:
+class SegmentationRun:
     """All mutable state of a segmentation run (what a checkpoint holds)."""
+
+    columns = LOSS_COLUMNS
 
     def __init__(self, settings: SegmentationSettings, device: torch.device, class_counts: np.ndarray):
         s = self.settings = settings
@@ -248,13 +246,13 @@ class _Run:
         self.history = state["history"].tolist()
         self.validation = json.loads(state["validation"])
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad(set_to_none=True)
         loss, ce, dl = segmentation_loss(self.net(images), labels, self.settings.dice_weight)
         loss.backward()
         lr = float(self.opt.param_groups[0]["lr"])
         self.opt.step()
-        return [float(loss.detach()), float(ce.detach()), float(dl.detach()), lr]
+        return {"loss": float(loss.detach()), "ce": float(ce.detach()), "dice_loss": float(dl.detach()), "lr": lr}
 
 
 def train_segmentation(
@@ -289,7 +287,7 @@ def train_segmentation(
         raise InputError("train_segmentation needs at least one training cache")
     subjects = _load_labelled(caches, s.n_classes, "training")
     val_subjects = _load_labelled(validation_caches, s.n_classes, "validation")
-    picks = [_body_slices(subj, s.min_body_fraction) for subj in subjects]
+    picks = [subj.body_slices(s.min_body_fraction) for subj in subjects]
     images = (
         torch.from_numpy(np.concatenate([subj.ct[k] for subj, k in zip(subjects, picks)])).unsqueeze(1).contiguous()
     )
@@ -304,7 +302,7 @@ def train_segmentation(
         s.n_classes,
     )
 
-    run = _Run(s, device, np.bincount(labels.numpy().ravel(), minlength=s.n_classes))
+    run = SegmentationRun(s, device, np.bincount(labels.numpy().ravel(), minlength=s.n_classes))
     checkpoint = out_dir / "checkpoint.pt"
     identity = {
         "format": CHECKPOINT_FORMAT,
@@ -339,7 +337,7 @@ def train_segmentation(
         validate,
         desc="train segmenter",
         progress=progress,
-        postfix={"loss": 0, "ce": 1, "dice": 2},
+        postfix={"loss": "loss", "ce": "ce", "dice": "dice_loss"},
         started=started,
     )
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation, ["step", "mean_dice"])

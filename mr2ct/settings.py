@@ -98,6 +98,8 @@ class TrainSettings:
     lambda_identity: float = _default("train", "lambda_identity")
     gc_weight: float = 0.0
     gc_absolute: bool = _default("train", "gc_absolute")
+    mind_weight: float = _default("train", "mind_weight")
+    context_slices: int = _default("train", "context_slices")
     ngf: int = _default("train", "ngf")
     n_blocks: int = _default("train", "n_blocks")
     n_downsampling: int = _default("train", "n_downsampling")
@@ -120,6 +122,13 @@ class TrainSettings:
             raise InputError(f"unknown model '{self.model}' (one of {', '.join(MODELS)})")
         if self.gc_weight and self.model != "cyclegan_gc":
             raise InputError(f"model '{self.model}' trains without the GC loss; got gc_weight {self.gc_weight}")
+        if self.mind_weight and self.model == "reference_supervised":
+            raise InputError(f"model '{self.model}' trains without the MIND loss; got mind_weight {self.mind_weight}")
+        if self.context_slices and self.lambda_identity:
+            raise InputError(
+                "config keys 'train.lambda_identity' and 'train.context_slices' exclude each other: the identity "
+                "loss feeds a CT slice to G_CT, which takes a stack of MR slices in 2.5D"
+            )
         fields = dataclasses.asdict(self)
         check_section("train", {k: v for k, v in fields.items() if k not in ("model", "seed")})
 
@@ -130,6 +139,8 @@ class TrainSettings:
         train = dict(config["train"])
         gc_weight = float(train.pop("gc_weight")) if model == "cyclegan_gc" else 0.0
         train.pop("gc_weight", None)
+        if model == "reference_supervised":  # the structure loss is part of the unpaired objective only
+            train["mind_weight"] = 0.0
         if model == "reference_supervised":
             train["steps"] = int(train.pop("supervised_steps"))
         else:

@@ -43,51 +43,59 @@ import numpy as np
 import torch
 
 from . import provenance
+from .devices import resolve_precision, training_device
 from .io import InputError
-from .losses import cycle_loss, gradient_consistency, gradient_consistency_loss, identity_loss, lsgan_loss
+from .losses import (
+    cycle_loss,
+    gradient_consistency,
+    gradient_consistency_loss,
+    identity_loss,
+    lsgan_loss,
+    mind_loss,
+)
 from .metrics import mae, mae_boundary
-from .networks import PatchDiscriminator, ResnetGenerator, init_weights, training_device
-from .preprocess import PreprocessedSubject, load_preprocessed
+from .networks import GeneratorSpec, PatchDiscriminator, init_weights
+from .preprocess import PreprocessedSubject, context_stack, load_preprocessed
 from .resumable import (
     CHECKPOINT_FORMAT,
     data_identity,
-    load_checkpoint,
     resume,
     run_steps,
     save_checkpoint,
     write_history,
 )
 from .settings import MODELS, TrainSettings
+from .synthesis import predict_ct
 
 __all__ = [
+    "LOSS_COLUMNS",
     "MODELS",
     "CycleGANRun",
     "SupervisedRun",
     "TrainSettings",
-    "load_generator",
     "new_run",
-    "predict_ct",
-    "resolve_precision",
     "train_run",
 ]
 
 log = logging.getLogger("mr2ct.training")
 
-LOSS_COLUMNS = ("loss_g", "adv", "cycle", "identity", "gc_loss", "loss_d", "gc_mr_to_ct", "lr")
+#: What a training step reports (one column each in ``losses.tsv``): the generators' total
+#: objective and its terms (unweighted), the discriminators' objective, the GC of MR and
+#: synthetic CT (logged for both arms), and the learning rate the step used.
+LOSS_COLUMNS = ("loss_g", "adv", "cycle", "identity", "gc_loss", "mind_loss", "loss_d", "gc_mr_to_ct", "lr")
 
 
 # --------------------------------------------------------------------------
 # data
 
 
-def _body_slices(subject: PreprocessedSubject, min_fraction: float) -> np.ndarray:
-    fraction = subject.mask.reshape(subject.mask.shape[0], -1).mean(axis=1)
-    return np.nonzero(fraction >= min_fraction)[0]
-
-
-def _stack(subjects: Sequence[PreprocessedSubject], key: str, min_fraction: float) -> torch.Tensor:
-    parts = [getattr(s, key)[_body_slices(s, min_fraction)] for s in subjects]
-    return torch.from_numpy(np.concatenate(parts)).unsqueeze(1).contiguous()
+def slice_pool(
+    subjects: Sequence[PreprocessedSubject], key: str, min_fraction: float, context: int = 0
+) -> torch.Tensor:
+    """The body slices of ``subjects`` (modality ``key``) as a batch ``(N, 2 context + 1, H, W)``:
+    each slice with ``context`` neighbours on either side as channels (2.5D; 0: one channel)."""
+    parts = [context_stack(getattr(s, key), context, s.body_slices(min_fraction)) for s in subjects]
+    return torch.from_numpy(np.concatenate(parts)).contiguous()
 
 
 AUGMENT_ZOOM = 0.15  # random isotropic zoom in [1 - z, 1 + z]
@@ -184,13 +192,23 @@ def _linear_decay(settings: TrainSettings):
     return lambda step: 1.0 if step < start else max(0.0, 1.0 - (step - start) / span)
 
 
-class _Run:
-    """All mutable state of a training run (what a checkpoint holds), common to both kinds of run.
+def discriminator_loss(d: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, autocast) -> torch.Tensor:
+    """A discriminator's least-squares objective: real slices towards 1, generated ones towards 0,
+    halved as in CycleGAN (the discriminator then learns at half the generators' rate)."""
+    with autocast():
+        return 0.5 * (lsgan_loss(d(real).float(), True) + lsgan_loss(d(fake).float(), False))
+
+
+class TrainingRun:
+    """All mutable state of a synthesis training run (what a checkpoint holds), common to both kinds.
 
     Subclasses build their networks (:meth:`_networks`, created in a fixed order right after
     seeding, so the same seed gives the same weights), draw their batches (:meth:`sample`) and
-    take one optimisation step (:meth:`train_step`); nothing here asks which model it is.
+    take one optimisation step (:meth:`train_step`, returning the values of
+    :data:`LOSS_COLUMNS` by name); nothing here asks which model it is.
     """
+
+    columns = LOSS_COLUMNS
 
     def __init__(self, settings: TrainSettings, device: torch.device):
         self.settings = settings
@@ -213,22 +231,37 @@ class _Run:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_step = 0
 
-    def _generator(self) -> torch.nn.Module:
-        s = self.settings
-        net = ResnetGenerator(
-            1, 1, ngf=s.ngf, n_blocks=s.n_blocks, n_downsampling=s.n_downsampling, upsampling=s.upsampling
-        )
-        return init_weights(net).to(self.device)
+    @property
+    def mr_channels(self) -> int:
+        """Channels of an MR input: the slice and ``context_slices`` neighbours on either side."""
+        return 2 * self.settings.context_slices + 1
 
-    def _discriminator(self) -> torch.nn.Module:
+    def generator_spec(self, in_channels: int, out_channels: int) -> GeneratorSpec:
         s = self.settings
-        return init_weights(PatchDiscriminator(1, ndf=s.ndf, n_layers=s.n_layers)).to(self.device)
+        return GeneratorSpec(in_channels, out_channels, s.ngf, s.n_blocks, s.n_downsampling, s.upsampling)
+
+    @property
+    def g_ct_spec(self) -> GeneratorSpec:
+        """The architecture of G_CT (MR slices in, one CT slice out): stored with its weights."""
+        return self.generator_spec(self.mr_channels, 1)
+
+    def _generator(self, spec: GeneratorSpec) -> torch.nn.Module:
+        return init_weights(spec.build()).to(self.device)
+
+    def _discriminator(self, channels: int) -> torch.nn.Module:
+        s = self.settings
+        return init_weights(PatchDiscriminator(channels, ndf=s.ndf, n_layers=s.n_layers)).to(self.device)
 
     def _optimise(self, name: str, nets: Sequence[torch.nn.Module]) -> None:
-        """An Adam optimiser ``name`` ("g" or "d") over ``nets``, with the linear-decay schedule."""
+        """An Adam optimiser ``name`` ("g" or "d") over ``nets``, with the linear-decay schedule.
+
+        Adam's fused kernel (one pass over all parameters; CPU and CUDA) does the arithmetic of
+        the per-tensor loop in 1/3 of the time here (BENCHMARKS.md, *Training step at full speed*).
+        """
         s = self.settings
         params = [p for net in nets for p in net.parameters()]
-        self.optimisers[name] = torch.optim.Adam(params, lr=s.lr, betas=(s.beta1, s.beta2))
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimisers[name] = torch.optim.Adam(params, lr=s.lr, betas=(s.beta1, s.beta2), fused=fused)
         self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(self.optimisers[name], _linear_decay(s))
 
     @property
@@ -243,8 +276,8 @@ class _Run:
         """One batch of MR and CT slices, drawn with the run's own generator."""
         raise NotImplementedError
 
-    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
-        """One optimisation step; returns the values of :data:`LOSS_COLUMNS`."""
+    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> dict[str, float]:
+        """One optimisation step; returns the values of :data:`LOSS_COLUMNS` by name."""
         raise NotImplementedError
 
     def _extra_state(self) -> dict[str, Any]:
@@ -263,7 +296,7 @@ class _Run:
             "rng_torch": torch.get_rng_state(),
             "rng_data": self.data_rng.get_state(),
             "rng_pool": self.pool_rng.get_state(),
-            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(LOSS_COLUMNS)),
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, len(self.columns)),
             "validation": json.dumps(self.validation),
             "best_step": self.best_step,
             "best_state": self.best_state if self.best_state is not None else {},
@@ -299,7 +332,7 @@ class _Run:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
 
-class SupervisedRun(_Run):
+class SupervisedRun(TrainingRun):
     """``reference_supervised``: G_CT alone, L1 to the paired CT slice (one transform for both)."""
 
     def __init__(self, settings: TrainSettings, device: torch.device):
@@ -307,7 +340,7 @@ class SupervisedRun(_Run):
         self._optimise("g", [self.g_ct])
 
     def _networks(self) -> dict[str, torch.nn.Module]:
-        return {"g_ct": self._generator()}
+        return {"g_ct": self._generator(self.g_ct_spec)}
 
     def sample(self, mr_pool: torch.Tensor, ct_pool: torch.Tensor, transform) -> tuple[torch.Tensor, torch.Tensor]:
         """Paired: the same slices of MR and CT, under one geometric transform."""
@@ -315,20 +348,28 @@ class SupervisedRun(_Run):
         mr, ct = transform([mr_pool[index], ct_pool[index]])
         return mr, ct
 
-    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
+    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> dict[str, float]:
         opt, sched = self.optimisers["g"], self.schedulers["g"]
         opt.zero_grad(set_to_none=True)
         with self._autocast():
             loss = cycle_loss(self.g_ct(mr).float(), ct)  # L1 to the paired CT
         loss.backward()
         opt.step()
+        lr = sched.get_last_lr()[0]
         sched.step()
-        return [float(loss.detach()), 0.0, 0.0, 0.0, 0.0, 0.0, math.nan, sched.get_last_lr()[0]]
+        values = dict.fromkeys(self.columns, 0.0)
+        return {**values, "loss_g": float(loss.detach()), "gc_mr_to_ct": math.nan, "lr": lr}
 
 
-class CycleGANRun(_Run):
+class CycleGANRun(TrainingRun):
     """``cyclegan`` and ``cyclegan_gc``: two generators, two PatchGAN discriminators and image
-    pools; the GC term enters the generators' loss with ``gc_weight`` (0 for ``cyclegan``)."""
+    pools; the GC term enters the generators' loss with ``gc_weight`` (0 for ``cyclegan``).
+
+    In 2.5D (``context_slices`` k > 0) an MR sample is a stack of 2k + 1 neighbouring slices:
+    G_CT maps the stack to the CT of its middle slice, G_MR maps a CT slice to an MR stack, and
+    D_MR judges stacks, so both cycles close (MR stack → CT → MR stack, CT → MR stack → CT).
+    GC and MIND compare a CT slice with the middle slice of its MR stack.
+    """
 
     def __init__(self, settings: TrainSettings, device: torch.device):
         super().__init__(settings, device)
@@ -338,8 +379,14 @@ class CycleGANRun(_Run):
         self.pool_mr = ImagePool(settings.pool_size, self.pool_rng)
 
     def _networks(self) -> dict[str, torch.nn.Module]:
-        g_ct, g_mr = self._generator(), self._generator()
-        return {"g_ct": g_ct, "g_mr": g_mr, "d_ct": self._discriminator(), "d_mr": self._discriminator()}
+        g_ct = self._generator(self.g_ct_spec)
+        g_mr = self._generator(self.generator_spec(1, self.mr_channels))
+        return {
+            "g_ct": g_ct,
+            "g_mr": g_mr,
+            "d_ct": self._discriminator(1),
+            "d_mr": self._discriminator(self.mr_channels),
+        }
 
     def _extra_state(self) -> dict[str, Any]:
         return {"pool_ct": self.pool_ct.state(), "pool_mr": self.pool_mr.state()}
@@ -356,105 +403,88 @@ class CycleGANRun(_Run):
         (mr,), (ct,) = transform([mr_pool[mr_idx]]), transform([ct_pool[ct_idx]])
         return mr, ct
 
-    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> list[float]:
+    def _middle(self, mr: torch.Tensor) -> torch.Tensor:
+        k = self.settings.context_slices
+        return mr[:, k : k + 1]
+
+    def _generator_losses(self, mr: torch.Tensor, ct: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward passes of both generators; their total objective and its (unweighted) terms."""
         s = self.settings
         g_ct, g_mr, d_ct, d_mr = (self.nets[k] for k in ("g_ct", "g_mr", "d_ct", "d_mr"))
-        for d in (d_ct, d_mr):
-            d.requires_grad_(False)
-        self.optimisers["g"].zero_grad(set_to_none=True)
         with self._autocast():
             fake_ct = g_ct(mr)
             fake_mr = g_mr(ct)
             rec_mr = g_mr(fake_ct)
             rec_ct = g_ct(fake_mr)
             adv = lsgan_loss(d_ct(fake_ct).float(), True) + lsgan_loss(d_mr(fake_mr).float(), True)
-        fake_ct, fake_mr = fake_ct.float(), fake_mr.float()
-        cyc = cycle_loss(rec_mr.float(), mr) + cycle_loss(rec_ct.float(), ct)
-        loss_g = adv + s.lambda_cycle * cyc
-        idt = torch.zeros((), device=mr.device)
-        if s.lambda_identity > 0:  # identity forwards only when weighted
+        terms = {
+            "fake_ct": fake_ct.float(),
+            "fake_mr": fake_mr.float(),
+            "adv": adv,
+            "cycle": cycle_loss(rec_mr.float(), mr) + cycle_loss(rec_ct.float(), ct),
+            "identity": torch.zeros((), device=mr.device),
+            "mind_loss": torch.zeros((), device=mr.device),
+        }
+        loss = adv + s.lambda_cycle * terms["cycle"]
+        if s.lambda_identity > 0:  # identity forwards only when weighted (needs as many MR as CT channels)
             with self._autocast():
-                idt = identity_loss(g_ct(ct).float(), ct) + identity_loss(g_mr(mr).float(), mr)
-            loss_g = loss_g + s.lambda_identity * s.lambda_cycle * idt
+                terms["identity"] = identity_loss(g_ct(ct).float(), ct) + identity_loss(g_mr(mr).float(), mr)
+            loss = loss + s.lambda_identity * s.lambda_cycle * terms["identity"]
+        mr_middle, fake_mr_middle = self._middle(mr), self._middle(terms["fake_mr"])
         # GC is logged for both arms (cheap); only cyclegan_gc backpropagates through it
         with torch.set_grad_enabled(s.gc_weight > 0):
-            gcl = gradient_consistency_loss(mr, fake_ct, ct, fake_mr, absolute=s.gc_absolute)
+            terms["gc_loss"] = gradient_consistency_loss(
+                mr_middle, terms["fake_ct"], ct, fake_mr_middle, absolute=s.gc_absolute
+            )
         if s.gc_weight > 0:
-            loss_g = loss_g + s.gc_weight * gcl
+            loss = loss + s.gc_weight * terms["gc_loss"]
+        if s.mind_weight > 0:
+            terms["mind_loss"] = mind_loss(mr_middle, terms["fake_ct"], ct, fake_mr_middle)
+            loss = loss + s.mind_weight * terms["mind_loss"]
+        return loss, terms
+
+    def train_step(self, mr: torch.Tensor, ct: torch.Tensor) -> dict[str, float]:
+        s = self.settings
+        d_ct, d_mr = self.nets["d_ct"], self.nets["d_mr"]
+        for d in (d_ct, d_mr):
+            d.requires_grad_(False)
+        self.optimisers["g"].zero_grad(set_to_none=True)
+        loss_g, terms = self._generator_losses(mr, ct)
         with torch.no_grad():
-            gc_ct = float(gradient_consistency(mr, fake_ct, absolute=s.gc_absolute))
+            gc_ct = float(gradient_consistency(self._middle(mr), terms["fake_ct"], absolute=s.gc_absolute))
         loss_g.backward()
         self.optimisers["g"].step()
 
         for d in (d_ct, d_mr):
             d.requires_grad_(True)
         self.optimisers["d"].zero_grad(set_to_none=True)
-        pooled_ct = self.pool_ct.query(fake_ct.detach())
-        pooled_mr = self.pool_mr.query(fake_mr.detach())
-        with self._autocast():
-            loss_d = 0.5 * (lsgan_loss(d_ct(ct).float(), True) + lsgan_loss(d_ct(pooled_ct).float(), False))
-            loss_d = loss_d + 0.5 * (lsgan_loss(d_mr(mr).float(), True) + lsgan_loss(d_mr(pooled_mr).float(), False))
+        pooled_ct = self.pool_ct.query(terms["fake_ct"].detach())
+        pooled_mr = self.pool_mr.query(terms["fake_mr"].detach())
+        loss_d = discriminator_loss(d_ct, ct, pooled_ct, self._autocast) + discriminator_loss(
+            d_mr, mr, pooled_mr, self._autocast
+        )
         loss_d.backward()
         self.optimisers["d"].step()
         lr = self.schedulers["g"].get_last_lr()[0]
         self.schedulers["g"].step()
         self.schedulers["d"].step()
-        return [*(float(v.detach()) for v in (loss_g, adv, cyc, idt, gcl, loss_d)), gc_ct, lr]
+        losses = {name: float(terms[name].detach()) for name in ("adv", "cycle", "identity", "gc_loss", "mind_loss")}
+        return {
+            "loss_g": float(loss_g.detach()),
+            **losses,
+            "loss_d": float(loss_d.detach()),
+            "gc_mr_to_ct": gc_ct,
+            "lr": lr,
+        }
 
 
-def new_run(settings: TrainSettings, device: torch.device) -> _Run:
+def new_run(settings: TrainSettings, device: torch.device) -> TrainingRun:
     """A fresh run of ``settings.model``: :class:`SupervisedRun` or :class:`CycleGANRun`."""
     return (SupervisedRun if settings.model == "reference_supervised" else CycleGANRun)(settings, device)
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` computes in bf16 natively, as torch reports it (not guessed from a CPU name)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if device.type != "cpu":
-        return False
-    caps = torch.cpu.get_capabilities()
-    return any(bool(caps.get(flag)) for flag in ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16"))
-
-
-def resolve_precision(amp: str, device: torch.device) -> str:
-    """``"bf16"`` (autocast) or ``"fp32"`` for the setting ``train.amp`` on ``device``."""
-    if amp == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    return "bf16" if amp == "bf16" else "fp32"
-
-
-def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
-    """The MR→CT generator of a finished run (``generator.pt``), in eval mode."""
-    state = load_checkpoint(path)
-    if not isinstance(state, dict) or "state_dict" not in state or "ngf" not in state:
-        raise InputError(f"{path}: not an mr2ct generator file")
-    net = ResnetGenerator(
-        1,
-        1,
-        ngf=int(state["ngf"]),
-        n_blocks=int(state["n_blocks"]),
-        n_downsampling=int(state["n_downsampling"]),
-        upsampling=str(state["upsampling"]),
-    )
-    net.load_state_dict(state["state_dict"])
-    return net.to(device).eval()
-
-
 # --------------------------------------------------------------------------
 # validation during training
-
-
-@torch.inference_mode()
-def predict_ct(
-    generator: torch.nn.Module, mr_slices: np.ndarray, batch_size: int = 16, device: str | torch.device = "cpu"
-) -> np.ndarray:
-    """Apply G_CT slice-wise to normalised MR slices ``(Z, H, W)``; returns normalised CT ``(Z, H, W)``."""
-    out = np.empty_like(mr_slices, dtype=np.float32)
-    for start in range(0, len(mr_slices), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(mr_slices[start : start + batch_size])).unsqueeze(1).to(device)
-        out[start : start + batch_size] = generator(batch).float().squeeze(1).cpu().numpy()
-    return out
 
 
 def evaluate(
@@ -462,15 +492,17 @@ def evaluate(
     subjects: Sequence[PreprocessedSubject],
     device: torch.device,
     bone_labels: Sequence[int] = (),
-) -> dict[str, float]:
-    """MAE and boundary MAE (HU, at training resolution, in the body) over validation subjects.
+) -> tuple[dict[str, float], list[np.ndarray]]:
+    """MAE and boundary MAE (HU, at training resolution, in the body) over validation subjects,
+    and the predicted normalised CT slices of each subject.
 
     The bone is the union of ``bone_labels`` (:func:`mr2ct.evaluation.bone_label_ids` of the
     label table) in a labelled cache, else the CT above 200 HU, as in the evaluation.
     """
-    maes, boundary = [], []
+    maes, boundary, predictions = [], [], []
     for subject in subjects:
-        fake = subject.ct_hu(predict_ct(generator, subject.mr, device=device))
+        predictions.append(predict_ct(generator, subject.mr, device=device))
+        fake = subject.ct_hu(predictions[-1])
         real = subject.ct_hu(subject.ct)
         mask = subject.mask > 0
         spacing = (float(abs(subject.affine[2, 2])) or 1.0, subject.grid.step_mm, subject.grid.step_mm)
@@ -478,7 +510,7 @@ def evaluate(
         # at training resolution the band is one pixel on either side of the bone surface
         bone = np.isin(subject.labels, bone_labels) if subject.labels is not None and len(bone_labels) else None
         boundary.append(mae_boundary(real, fake, mask, spacing, bone=bone, band_mm=subject.grid.step_mm))
-    return {"mae": float(np.mean(maes)), "mae_boundary": float(np.nanmean(boundary))}
+    return {"mae": float(np.mean(maes)), "mae_boundary": float(np.nanmean(boundary))}, predictions
 
 
 # --------------------------------------------------------------------------
@@ -513,8 +545,8 @@ def train_run(
     mr_subjects = [load_preprocessed(p) for p in mr_caches]
     ct_subjects = [load_preprocessed(p) for p in ct_caches]
     val_subjects = [load_preprocessed(p) for p in validation_caches]
-    mr_pool = _stack(mr_subjects, "mr", s.min_body_fraction)
-    ct_pool = _stack(ct_subjects, "ct", s.min_body_fraction)
+    mr_pool = slice_pool(mr_subjects, "mr", s.min_body_fraction, s.context_slices)
+    ct_pool = slice_pool(ct_subjects, "ct", s.min_body_fraction)
     if s.crop_size > min(mr_pool.shape[-2:]):
         raise InputError(
             f"config key 'train.crop_size' ({s.crop_size}) exceeds the training slices "
@@ -551,7 +583,7 @@ def train_run(
             return
         for net in run.nets.values():
             net.eval()
-        scores = evaluate(run.g_ct, val_subjects, device, bone_labels)
+        scores, predictions = evaluate(run.g_ct, val_subjects, device, bone_labels)
         scores.update(
             step=run.step,
             baseline_constant_mae=float(
@@ -561,11 +593,10 @@ def train_run(
         run.validation.append(scores)
         if run.step > 0:
             run.remember_if_best(scores["mae"])
-        subject = val_subjects[0]
         plot_montage(
             out_dir / "montages" / f"step{run.step:06d}.png",
-            subject,
-            predict_ct(run.g_ct, subject.mr, device=device),
+            val_subjects[0],
+            predictions[0],
             title=f"{s.model}, step {run.step}: validation MAE {scores['mae']:.0f} HU",
         )
         for net in run.nets.values():
@@ -599,7 +630,7 @@ def train_run(
         validate,
         desc=f"train {s.model}",
         progress=progress,
-        postfix={"G": 0, "cyc": 2, "D": 5},
+        postfix={"G": "loss_g", "cyc": "cycle", "D": "loss_d"},
         started=started,
     )
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation)
@@ -617,10 +648,7 @@ def train_run(
         generator_path,
         {
             "state_dict": selected,
-            "ngf": s.ngf,
-            "n_blocks": s.n_blocks,
-            "n_downsampling": s.n_downsampling,
-            "upsampling": s.upsampling,
+            "spec": run.g_ct_spec.as_dict(),
             "precision": run.precision,
             "data": identity["data"],
             "digest": s.digest(),

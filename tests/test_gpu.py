@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mr2ct.networks import training_device
+from mr2ct.devices import training_device
 from mr2ct.training import TrainSettings, new_run
 
 pytestmark = [

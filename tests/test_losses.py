@@ -16,6 +16,8 @@ from mr2ct.losses import (
     identity_loss,
     image_gradients,
     lsgan_loss,
+    mind_descriptor,
+    mind_loss,
 )
 
 SETTINGS = settings(
@@ -372,3 +374,66 @@ def test_l1_losses():
         cycle_loss(a, b[:1])
     with pytest.raises(ValueError):
         identity_loss(a, b[..., :4])
+
+
+# ---------------------------------------------------------------------------
+# MIND (Heinrich et al. 2012), against an independent NumPy/SciPy reference
+# ---------------------------------------------------------------------------
+MIND_OFFSETS_REF = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
+
+
+def np_mind(img: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """MIND of one 2D image, written from the paper's equations: Gaussian-weighted patch SSD to each
+    neighbour (scipy's filter, edges replicated), variance as their mean clamped to [1e-3, 1e3] x its
+    image mean, exp(-D / V), divided by the largest value over the neighbours."""
+    from scipy.ndimage import gaussian_filter
+
+    padded = np.pad(img, 1, mode="edge")
+    h, w = img.shape
+    distances = np.stack(
+        [
+            gaussian_filter(
+                (img - padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]) ** 2, sigma, mode="nearest", truncate=2.0
+            )
+            for dy, dx in MIND_OFFSETS_REF
+        ]
+    )
+    variance = distances.mean(axis=0)
+    variance = np.clip(variance, 1e-3 * variance.mean(), 1e3 * variance.mean())
+    variance = np.maximum(variance, 1e-6)
+    mind = np.exp(-distances / variance)
+    return mind / mind.max(axis=0)
+
+
+@SETTINGS
+@given(image_batches())
+def test_mind_matches_numpy_reference(a):
+    got = mind_descriptor(t64(a)).numpy()
+    for i in range(a.shape[0]):
+        np.testing.assert_allclose(got[i], np_mind(a[i, 0]), rtol=1e-9, atol=1e-12)
+
+
+@SETTINGS
+@given(image_batches(), st.floats(-2.0, 2.0), st.floats(-3.0, 3.0))
+def test_mind_is_invariant_to_intensity_maps_that_keep_structure(a, log_scale, offset):
+    """MIND compares structure, not intensity: any affine map (contrast inversion included) of an
+    image gives its descriptor; the loss between an image and such a map of it is 0."""
+    scale = float(np.exp(log_scale)) * (-1 if log_scale < 0 else 1)
+    mapped = scale * a + offset
+    assume(np.var(mapped) > 1e-6)
+    np.testing.assert_allclose(mind_descriptor(t64(mapped)).numpy(), mind_descriptor(t64(a)).numpy(), atol=1e-7)
+    assert float(mind_loss(t64(a), t64(mapped), t64(a), t64(a))) < 1e-7
+
+
+def test_mind_values_lie_in_0_1_with_1_at_every_pixel_and_the_loss_sees_a_displacement():
+    rng = np.random.default_rng(0)
+    a = _structured(rng, "blobs", (2, 1, 24, 24))
+    m = mind_descriptor(t64(a))
+    assert m.shape == (2, 8, 24, 24) and float(m.min()) > 0 and float(m.max()) == 1.0
+    torch.testing.assert_close(m.amax(dim=1), torch.ones(2, 24, 24, dtype=torch.float64))
+    moved = np.roll(a, 3, axis=-1)
+    assert float(mind_loss(t64(a), t64(moved), t64(a), t64(a))) > 0.01
+    half = mind_descriptor(t64(a).float().to(torch.bfloat16))  # low precision in, float32 out
+    assert half.dtype == torch.float32
+    with pytest.raises(ValueError, match="mind_descriptor expects"):
+        mind_descriptor(torch.zeros(1, 2, 8, 8))

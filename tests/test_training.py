@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from mr2ct.devices import training_device
 from mr2ct.io import InputError, read_volume
-from mr2ct.networks import training_device
 from mr2ct.preprocess import load_preprocessed
 from mr2ct.resumable import TrainingInterrupted, load_checkpoint
-from mr2ct.synthesis import synthesize_run
-from mr2ct.training import TrainSettings, load_generator, random_crop, train_run
+from mr2ct.synthesis import load_generator, synthesize_run
+from mr2ct.training import TrainSettings, random_crop, train_run
 
 TINY = dict(steps=8, batch_size=2, ngf=4, n_blocks=1, ndf=4, n_layers=2, eval_every=4, checkpoint_every=3, seed=3)
 
@@ -342,13 +342,13 @@ def test_the_untrained_generator_of_step_0_is_never_selected(caches, tmp_path):
 
 
 def test_auto_precision_is_bf16_only_where_torch_reports_native_bf16(monkeypatch):
-    from mr2ct import training
+    from mr2ct import devices
 
     cpu = torch.device("cpu")
     for native, expected in ((False, "fp32"), (True, "bf16")):
-        monkeypatch.setattr(training, "bf16_supported", lambda device, native=native: native)
-        assert training.resolve_precision("auto", cpu) == expected
-        assert training.resolve_precision("none", cpu) == "fp32" and training.resolve_precision("bf16", cpu) == "bf16"
+        monkeypatch.setattr(devices, "bf16_supported", lambda device, native=native: native)
+        assert devices.resolve_precision("auto", cpu) == expected
+        assert devices.resolve_precision("none", cpu) == "fp32" and devices.resolve_precision("bf16", cpu) == "bf16"
 
 
 def test_geometric_augmentation_draws_independent_flip_zoom_and_shift_from_the_run_generator():
@@ -392,12 +392,12 @@ def test_one_cyclegan_step_logs_the_objectives_of_zhu_et_al_computed_from_the_in
     """Least-squares adversarial losses, L1 cycle losses and the discriminators' real/fake objective
     of one step, recomputed here from a fresh run of the same seed (the step's forward passes
     use the initial weights; the discriminators are updated after the generators)."""
-    from mr2ct.training import LOSS_COLUMNS, new_run
+    from mr2ct.training import new_run
 
     torch.manual_seed(0)
     mr, ct = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
     settings = TrainSettings(model="cyclegan", **{**TINY, "amp": "none", "pool_size": 0})
-    logged = dict(zip(LOSS_COLUMNS, new_run(settings, torch.device("cpu")).train_step(mr, ct)))
+    logged = new_run(settings, torch.device("cpu")).train_step(mr, ct)
     nets = new_run(settings, torch.device("cpu")).nets
     with torch.no_grad():
         fake_ct, fake_mr = nets["g_ct"](mr), nets["g_mr"](ct)
@@ -419,7 +419,73 @@ def test_validation_boundary_mae_takes_the_bone_from_the_labels_when_given(cache
     generator = new_run(TrainSettings(model="cyclegan", **TINY), torch.device("cpu")).g_ct.eval()
     labels, counts = np.unique(subject.labels[subject.labels > 0], return_counts=True)
     largest = int(labels[np.argmax(counts)])  # the largest structure: soft tissue, not bone
-    by_threshold = evaluate(generator, [subject], torch.device("cpu"))
-    by_label = evaluate(generator, [subject], torch.device("cpu"), bone_labels=(largest,))
+    by_threshold, _ = evaluate(generator, [subject], torch.device("cpu"))
+    by_label, _ = evaluate(generator, [subject], torch.device("cpu"), bone_labels=(largest,))
     assert by_label["mae"] == by_threshold["mae"]
     assert by_label["mae_boundary"] != pytest.approx(by_threshold["mae_boundary"], rel=1e-3)
+
+
+def test_context_stack_gives_each_slice_its_neighbours_in_order_and_repeats_the_edges():
+    from mr2ct.preprocess import context_stack
+
+    slices = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
+    stacked = context_stack(slices, 1)
+    assert stacked.shape == (5, 3, 2, 3)
+    assert stacked[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 4]]
+    assert context_stack(slices, 2, np.array([4]))[:, :, 0, 0].tolist() == [[2, 3, 4, 4, 4]]
+    np.testing.assert_array_equal(context_stack(slices, 0)[:, 0], slices)
+
+
+def test_a_2p5d_generator_gets_each_slice_with_its_neighbours_at_synthesis():
+    """A stand-in generator that returns its first channel (the slice below) shows what
+    predict_ct feeds it: the previous slice of the volume, across batch boundaries."""
+    from mr2ct.synthesis import predict_ct
+
+    class Below(torch.nn.Module):
+        in_channels = 3
+
+        def forward(self, x):
+            return x[:, :1]
+
+    mr = np.random.default_rng(0).random((7, 8, 8)).astype(np.float32)
+    out = predict_ct(Below(), mr, batch_size=3)
+    np.testing.assert_array_equal(out, mr[[0, 0, 1, 2, 3, 4, 5]])
+
+
+def test_2p5d_runs_train_both_models_and_synthesize_with_three_mr_channels(caches, tiny_cohort, tmp_path):
+    from mr2ct.training import new_run
+
+    run = new_run(TrainSettings(model="cyclegan_gc", gc_weight=1.0, context_slices=1, **TINY), torch.device("cpu"))
+    assert (run.g_ct.in_channels, run.g_ct.out_channels) == (3, 1)
+    assert (run.nets["g_mr"].in_channels, run.nets["g_mr"].out_channels) == (1, 3)
+    assert run.nets["d_mr"].in_channels == 3 and run.nets["d_ct"].in_channels == 1
+    for model, mr, ct in (("cyclegan_gc", [caches[0]], [caches[1]]), ("reference_supervised", caches[:2], caches[:2])):
+        settings = TrainSettings(model=model, gc_weight=float(model == "cyclegan_gc"), context_slices=1, **TINY)
+        generator = train_run(settings, mr, ct, [caches[3]], tmp_path / model, progress=False)
+        assert load_checkpoint(generator)["spec"]["in_channels"] == 3
+        written = synthesize_run(generator, [caches[2]], tmp_path / f"synth_{model}")
+        assert read_volume(written[0]).data.shape == read_volume(tiny_cohort / caches[2].stem / "ct.nii.gz").data.shape
+    with pytest.raises(InputError, match="train.lambda_identity.*train.context_slices"):
+        TrainSettings(model="cyclegan", context_slices=1, lambda_identity=0.5)
+
+
+def test_the_mind_loss_enters_the_generator_objective_with_its_weight():
+    """With mind_weight w the logged generator objective is adv + lambda_cycle cycle + gc_weight GC
+    + w MIND, all computed by the step; the supervised reference refuses a MIND weight."""
+    from mr2ct.training import new_run
+
+    torch.manual_seed(0)
+    mr, ct = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    settings = TrainSettings(model="cyclegan_gc", gc_weight=2.0, mind_weight=3.0, **{**TINY, "amp": "none"})
+    logged = new_run(settings, torch.device("cpu")).train_step(mr, ct)
+    assert logged["mind_loss"] > 0
+    expected = (
+        logged["adv"] + settings.lambda_cycle * logged["cycle"] + 2.0 * logged["gc_loss"] + 3.0 * logged["mind_loss"]
+    )
+    assert logged["loss_g"] == pytest.approx(expected, rel=1e-6)
+    assert (
+        new_run(dataclasses.replace(settings, mind_weight=0.0), torch.device("cpu")).train_step(mr, ct)["mind_loss"]
+        == 0
+    )
+    with pytest.raises(InputError, match="trains without the MIND loss"):
+        TrainSettings(model="reference_supervised", mind_weight=1.0)
