@@ -78,12 +78,7 @@ def _cmd_readme_results(args: argparse.Namespace) -> int:
     from .report import readme_results, update_readme
 
     tables = args.results / "tables"
-    block = readme_results(
-        tables / "summary.md",
-        tables / "statistics.csv",
-        tables / "synthesis_metrics.csv",
-        tables / "segmentation_metrics.csv",
-    )
+    block = readme_results(tables / "summary.md", tables / "statistics.csv", tables / "findings.md")
     update_readme(args.readme, block)
     print(f"updated the results section of {args.readme} from {tables}")
     return 0

@@ -171,6 +171,7 @@ class SegmentationSettings:
     dice_weight: float = _default("segmentation", "dice_weight")
     min_body_fraction: float = _default("segmentation", "min_body_fraction")
     augment: bool = _default("segmentation", "augment")
+    sampling: str = _default("segmentation", "sampling")
     checkpoint_every: int = _default("segmentation", "checkpoint_every")
     eval_every: int = _default("segmentation", "eval_every")
     device: str = _default("segmentation", "device")

@@ -59,6 +59,7 @@ __all__ = [
     "SYNTHESIS_METRICS",
     "better_model",
     "bootstrap_mean_ci",
+    "seed_bootstrap_ci",
     "compare_to_real_ct",
     "holm_adjust",
     "metric_direction",
@@ -129,6 +130,8 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
     "ci_high",
     "n_replicates",
     "seed_sd_difference",
+    "seed_ci_low",
+    "seed_ci_high",
     "wilcoxon_p",
     "better",
     "note",
@@ -223,6 +226,52 @@ def bootstrap_mean_ci(
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     # the resampled means cannot leave [min, max]; guard against rounding
     return (float(max(low, x.min())), float(min(high, x.max())))
+
+
+def seed_bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    seeds: Sequence | np.ndarray,
+    n_boot: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Two-level (cluster) percentile bootstrap interval of the mean of ``values`` grouped by ``seeds``.
+
+    Each resample draws as many seeds as there are, with replacement, and within each drawn
+    seed as many values as it has, with replacement; its statistic is the mean of the drawn
+    values. The interval therefore holds the spread between trainings (seeds) as well as
+    between subjects: a paired difference of trained models whose interval excludes zero is
+    larger than what another seed alone would give (Davison & Hinkley 1997, *Bootstrap
+    methods and their application*, sec. 3.8, resampling both stages). With two seeds it
+    excludes zero only when both seeds' differences lie clearly on one side. Fewer than two
+    seeds give ``(nan, nan)``.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    labels = np.asarray(seeds).ravel()
+    if x.size != labels.size:
+        raise ValueError(f"seed_bootstrap_ci: {x.size} values but {labels.size} seed labels")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("seed_bootstrap_ci needs finite values; drop NaN/inf first")
+    groups = [x[labels == s] for s in pd.unique(labels)]
+    k = len(groups)
+    if k < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, k, size=(n_boot, k))
+    totals = np.zeros(n_boot)
+    counts = np.zeros(n_boot)
+    for slot in range(k):
+        for g, group in enumerate(groups):
+            chosen = picks[:, slot] == g
+            if not chosen.any():
+                continue
+            draws = rng.integers(0, group.size, size=(int(chosen.sum()), group.size))
+            totals[chosen] += group[draws].sum(axis=1)
+            counts[chosen] += group.size
+    means = totals / counts
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
 
 
 def _wilcoxon(differences: np.ndarray) -> tuple[float, str]:
@@ -325,8 +374,11 @@ def paired_comparison(
         difference), ``n_replicates`` and ``seed_sd_difference`` (when
         ``pair_on`` holds ``replicate``: the number of replicates paired and
         the sample standard deviation over them of the per-replicate mean
-        difference, NaN for fewer than two), ``wilcoxon_p`` (two-sided; NaN when fewer than two pairs
-        or all differences are zero), ``better`` (``a``, ``b``, ``"tie"`` or
+        difference, NaN for fewer than two), ``seed_ci_low, seed_ci_high`` (the
+        two-level bootstrap 95 % interval of :func:`seed_bootstrap_ci`, which
+        resamples seeds and then pairs: NaN for fewer than two replicates),
+        ``wilcoxon_p`` (two-sided; NaN when fewer than two pairs or all
+        differences are zero), ``better`` (``a``, ``b``, ``"tie"`` or
         ``""`` by the sign of the mean difference and the metric's direction)
         and ``note`` (why something is NaN or rows were dropped).
     """
@@ -391,6 +443,9 @@ def _compare_group(group, metric, a, b, pair_on, model_column, n_boot, seed) -> 
     if p_note and n_pairs:
         notes.append(p_note)
     n_replicates, seed_sd = _between_seed_spread(paired, d, pair_on)
+    seed_ci = (math.nan, math.nan)
+    if n_replicates > 1:
+        seed_ci = seed_bootstrap_ci(d, paired.index.get_level_values(REPLICATE), n_boot=n_boot, seed=seed)
     return {
         "metric": metric,
         "a": a,
@@ -405,6 +460,8 @@ def _compare_group(group, metric, a, b, pair_on, model_column, n_boot, seed) -> 
         "ci_high": ci_high,
         "n_replicates": n_replicates,
         "seed_sd_difference": seed_sd,
+        "seed_ci_low": seed_ci[0],
+        "seed_ci_high": seed_ci[1],
         "wilcoxon_p": p,
         "better": better_model(metric, mean_d, a, b),
         "note": "; ".join(notes),

@@ -9,6 +9,7 @@ rule statistics:
         statistics=report(f"{RESULTS}/tables/statistics.csv", caption="../report/statistics.rst", category="Tables"),
         summary=report(f"{RESULTS}/tables/summary.csv", caption="../report/summary.rst", category="Tables"),
         markdown=f"{RESULTS}/tables/summary.md",
+        findings=f"{RESULTS}/tables/findings.md",
         verdict=f"{RESULTS}/tables/findings.rst",
     log:
         f"{LOGS}/statistics.log",

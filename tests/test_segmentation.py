@@ -227,3 +227,24 @@ def test_settings_from_config():
         SegmentationSettings.from_config({"seed": 1, "segmentation": {"stepz": 3}}, fold=0, n_classes=13)
     with pytest.raises(InputError, match="at least 2 classes"):
         SegmentationSettings(n_classes=1)
+
+
+def test_class_balanced_sampling_shows_small_structures_as_often_as_large_ones():
+    """Label 1 fills 90 of 100 slices, label 2 is in 10: uniform draws show label 2 in about 10 % of
+    the samples, class-balanced ones in about 55 % (half the picks choose it, and a tenth of the
+    other half's slices show it too); only the given generator is used."""
+    from mr2ct.segmentation import SliceSampler
+
+    labels = torch.zeros(100, 4, 4, dtype=torch.int64)
+    labels[:90, 0, 0] = 1
+    labels[90:, 1, 1] = 2
+    labels[85:90, 1, 1] = 2  # five slices show both
+    shows_two = (labels == 2).flatten(1).any(dim=1)
+    state = torch.get_rng_state()
+    for mode, expected in (("uniform", 0.15), ("class_balanced", 0.5 + 0.5 * 5 / 90)):
+        picks = SliceSampler(labels, mode)(20000, torch.Generator().manual_seed(1))
+        assert picks.min() >= 0 and picks.max() < 100
+        assert float(shows_two[picks].float().mean()) == pytest.approx(expected, abs=0.015), mode
+    again = SliceSampler(labels, "class_balanced")(50, torch.Generator().manual_seed(1))
+    assert torch.equal(again, SliceSampler(labels, "class_balanced")(50, torch.Generator().manual_seed(1)))
+    assert torch.equal(torch.get_rng_state(), state)

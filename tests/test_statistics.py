@@ -459,10 +459,11 @@ def test_readme_findings_read_the_tables_right(tmp_path):
         tmp_path / "stats.csv",
         tmp_path / "summary.csv",
         tmp_path / "summary.md",
+        tmp_path / "findings.md",
         tmp_path / "findings.rst",
         seed=0,
     )
-    block = readme_results(tmp_path / "summary.md", tmp_path / "stats.csv", tmp_path / "synthesis.csv")
+    block = readme_results(tmp_path / "summary.md", tmp_path / "stats.csv", tmp_path / "findings.md")
     lines = block.splitlines()
     gc_data = next(line for line in lines if "More training data" in line and "(cyclegan_gc)" in line)
     assert gc_data.endswith(": lower.") and "(n = 12)" in gc_data

@@ -11,6 +11,6 @@ o = sm.output
 run(
     sm,
     lambda: statistics_job(
-        sm.input.synthesis, segmentation, o.statistics, o.summary, o.markdown, o.verdict, sm.params.seed
+        sm.input.synthesis, segmentation, o.statistics, o.summary, o.markdown, o.findings, o.verdict, sm.params.seed
     ),
 )
