@@ -24,9 +24,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> dict:
     """The workflow's config stack: the base config (``--base``, default ./config.yaml), then every
     ``--config``/``--configfile`` overlay in order (as ``snakemake --configfile``), then ``--set``."""
-    import yaml
-
-    from .config import merge, merge_files, validate_config
+    from .config import merge, merge_files, parse_value, validate_config
 
     stack = [] if args.base is None or not args.base.exists() else [args.base]
     for path in args.config or []:
@@ -45,7 +43,7 @@ def _load(args: argparse.Namespace) -> dict:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_value(raw, key)
     return validate_config(merge(config, overrides))
 
 

@@ -124,11 +124,6 @@ class TrainSettings:
             raise InputError(f"model '{self.model}' trains without the GC loss; got gc_weight {self.gc_weight}")
         if self.mind_weight and self.model == "reference_supervised":
             raise InputError(f"model '{self.model}' trains without the MIND loss; got mind_weight {self.mind_weight}")
-        if self.context_slices and self.lambda_identity:
-            raise InputError(
-                "config keys 'train.lambda_identity' and 'train.context_slices' exclude each other: the identity "
-                "loss feeds a CT slice to G_CT, which takes a stack of MR slices in 2.5D"
-            )
         fields = dataclasses.asdict(self)
         check_section("train", {k: v for k, v in fields.items() if k not in ("model", "seed")})
 

@@ -25,7 +25,11 @@ BENCH = f"{RESULTS}/benchmarks"
 
 # Files given with --configfile are overlays on the default config.yaml (Snakemake
 # replaces the `configfile:` when --configfile is used, so merge explicitly).
-# Fails here, before any job, naming the config key / file / subject at fault.
+# Fails here, before any job, naming the config key / file / subject at fault. Snakemake read
+# the overlays with its own YAML loader; read them again with ours, which refuses a repeated key,
+# a leading-zero (octal) or base-60 number instead of keeping what YAML 1.1 makes of it.
+for _overlay in workflow.overwrite_configfiles or ():
+    load_yaml(_overlay)
 _effective = validate_config(merge(load_yaml(Path(workflow.basedir) / "config.yaml"), config))
 config.clear()
 config.update(_effective)
