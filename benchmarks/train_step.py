@@ -11,8 +11,10 @@ Prints one JSON line per model and image size: {"model", "size", "seconds_per_st
 "flops_per_step", "mfu", "peak_memory_mb", ...}. FLOPs are counted by
 torch.utils.flop_counter for the work the step really does (CycleGAN: four generator
 passes, discriminator passes, backward; supervised: one generator pass and backward); MFU
-is the achieved FLOP rate divided by the device's matmul peak, measured in the same
-process (fp32, or bf16 when the step runs in bf16). Peak memory: on CUDA the peak of
+is the achieved FLOP rate divided by the device's peak in the precision the step runs in
+(``mfu``: fp32, or bf16 when the step runs in bf16 autocast), measured in the same process
+as the better of a 2048² matmul and the same GEMM as a 1x1 convolution; both peaks are printed.
+Peak memory: on CUDA the peak of
 allocated tensors during the timed steps; on CPU the process's peak resident set so far
 (sizes run in increasing order, so each line's peak is that size's). A synthesis line
 reports slices per second of batched MR→CT inference (``mr2ct.synthesis.predict_ct``, batch
@@ -44,19 +46,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10) -> float:
-    """Best matmul rate (FLOP/s) of ``device`` in ``dtype``."""
-    a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
+def _best_seconds(device: torch.device, work, repeats: int) -> float:
     for _ in range(3):
-        a @ b
+        work()
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
-        a @ b
+        work()
         _sync(device)
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return best
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10) -> float:
+    """Peak FLOP rate of ``device`` in ``dtype``: the better of a square matmul (BLAS) and the same
+    GEMM as a 1x1 convolution (the convolution library the networks use; on some CPUs only one of
+    the two has native kernels for a precision, so a single probe can understate the peak)."""
+    a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
+    matmul = 2 * n**3 / _best_seconds(device, lambda: a @ b, repeats)
+    side = int(n**0.5)
+    x = torch.rand(1, n, side, side, device=device, dtype=dtype)
+    w = torch.rand(n, n, 1, 1, device=device, dtype=dtype)
+    with torch.no_grad():
+        conv = 2 * n * n * side * side / _best_seconds(device, lambda: torch.nn.functional.conv2d(x, w), repeats)
+    return max(matmul, conv)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -75,12 +89,12 @@ def sweep_design(overlays: list[str]) -> dict:
 def sweep_estimate(config: dict, flops: dict[str, float], peak_tflops: float, mfus: list[float]) -> dict:
     """Training runs, steps and FLOPs of a design; GPU hours at each utilisation."""
     sp, train = config["splits"], config["train"]
-    per_size = sp["folds"] * sp["replicates"]
     runs, total = {}, 0.0
     for model in config["models"]:
-        steps = train["supervised_steps"] if model == "reference_supervised" else train["steps"]
-        step_flops = flops["reference_supervised" if model == "reference_supervised" else "cyclegan_gc"]
-        runs[model] = {"runs": len(sp["sizes"]) * per_size, "steps": steps}
+        supervised = model == "reference_supervised"  # the reference trains once (no seeds)
+        steps = train["supervised_steps"] if supervised else train["steps"]
+        step_flops = flops["reference_supervised" if supervised else "cyclegan_gc"]
+        runs[model] = {"runs": len(sp["sizes"]) * sp["folds"] * (1 if supervised else sp["replicates"]), "steps": steps}
         total += runs[model]["runs"] * steps * step_flops
     return {
         "image_size": config["preprocess"]["image_size"],
@@ -141,9 +155,8 @@ def main() -> None:
                 device=device.type,
             )
             run = new_run(settings, device)
-            if run.precision not in peaks:
-                dtype = torch.bfloat16 if run.precision == "bf16" else torch.float32
-                peaks[run.precision] = matmul_peak(device, dtype)
+            if not peaks:  # the peak of each precision, so that MFU divides by the step's own
+                peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
             layout = torch.channels_last if args.channels_last else torch.contiguous_format
             mr = (torch.rand(args.batch, 1, size, size, device=device) * 2 - 1).contiguous(memory_format=layout)
             ct = (torch.rand(args.batch, 1, size, size, device=device) * 2 - 1).contiguous(memory_format=layout)
@@ -167,6 +180,8 @@ def main() -> None:
                 "flops_per_step": flops,
                 "mfu": round(flops / seconds / peaks[run.precision], 3),
                 "peak_tflops": round(peaks[run.precision] / 1e12, 3),
+                "peak_tflops_fp32": round(peaks["fp32"] / 1e12, 3),
+                "peak_tflops_bf16": round(peaks["bf16"] / 1e12, 3),
                 "peak_memory_mb": round(peak_memory_mb(device), 1),
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "threads": args.threads,

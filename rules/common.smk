@@ -184,8 +184,16 @@ def qualitative_subject(wildcards=None):
     return files
 
 
-#: every training run of the design, (size, model, fold, replicate), in the order of all_runs
-RUNS = [(size, model, fold, rep) for size in SIZES for model in MODELS for fold in FOLD_IDS for rep in REPLICATES]
+#: every training run of the design, (size, model, fold, replicate), in the order of all_runs; the
+#: seeds (splits.replicates) are for the comparisons between the two arms, so the paired supervised
+#: reference, which no verdict compares, trains once per size and fold
+RUNS = [
+    (size, model, fold, rep)
+    for size in SIZES
+    for model in MODELS
+    for fold in FOLD_IDS
+    for rep in (REPLICATES if model in ARMS else REPLICATES[:1])
+]
 
 
 def all_runs(stage, filename):

@@ -357,9 +357,10 @@ def test_paper_config_dry_run_on_the_slurm_profile_plans_the_sweep_with_gpus_for
     result = subprocess.run([*cmd, "-n"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
-    # 40 subjects; 8 sizes x 3 models x 5 folds x 3 seeds (splits.replicates) training runs;
-    # the segmenter and the reference predictions once per fold (and size), never per seed
-    assert counts["preprocess"] == 40 and counts["train"] == 8 * 3 * 5 * 3 == counts["synthesize"]
+    # 40 subjects; 8 sizes x 2 arms x 5 folds x 3 seeds (splits.replicates) training runs and one
+    # supervised reference per size and fold; the segmenter and the reference predictions once per
+    # fold (and size), never per seed
+    assert counts["preprocess"] == 40 and counts["train"] == 8 * 5 * (2 * 3 + 1) == counts["synthesize"]
     assert counts["segment_synthetic_ct"] == counts["train"] and counts["train_segmentation"] == 5
     assert counts["reference_metrics"] == 8 * 5 and counts["segment_real_ct"] == 5
     resources: dict[str, list[str]] = {}
@@ -381,7 +382,7 @@ def test_paper_config_dry_run_on_the_slurm_profile_plans_the_sweep_with_gpus_for
 
 
 def test_replicates_add_seeded_runs_without_retraining_the_first(tiny_run, tmp_path):
-    """splits.replicates 2 on a finished tiny run: only the new seed's runs train (replicate 0
+    """splits.replicates 2 on a finished tiny run: only the new seed's runs of the arms train (replicate 0
     keeps its seed, so its models and scores stay), tables gain its rows, the statistics pair
     the arms per replicate and report the between-seed spread."""
     workdir = tmp_path / "replicated"
@@ -391,7 +392,7 @@ def test_replicates_add_seeded_runs_without_retraining_the_first(tiny_run, tmp_p
     before = (first.stat().st_mtime_ns, first.read_bytes())
     tiny = ("--configfile", str(ROOT / "configs/tiny.yaml"), "--config", "splits={replicates: 2}")
     plan = job_counts(snakemake(workdir, *tiny, "-n", "--quiet", "rules").stdout)
-    assert plan["train"] == 6 and plan["synthesize"] == 6  # the six rep1 runs, nothing of rep0
+    assert plan["train"] == 4 and plan["synthesize"] == 4  # the arms' rep1 runs, nothing of rep0
     assert "train_segmentation" not in plan and "reference_metrics" not in plan
     snakemake(workdir, *tiny)
     assert (first.stat().st_mtime_ns, first.read_bytes()) == before
@@ -403,8 +404,8 @@ def test_replicates_add_seeded_runs_without_retraining_the_first(tiny_run, tmp_p
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # another seed, other weights
     synthesis = pd.read_csv(results / "tables/synthesis_metrics.csv")
     counts = synthesis.groupby("model")["replicate"].agg(lambda r: tuple(sorted(set(r))))
-    assert counts["cyclegan_gc"] == counts["cyclegan"] == counts["reference_supervised"] == (0, 1)
-    assert counts["baseline_constant"] == counts["reference_resampled"] == (0,)
+    assert counts["cyclegan_gc"] == counts["cyclegan"] == (0, 1)  # the supervised reference is not compared:
+    assert counts["reference_supervised"] == counts["baseline_constant"] == counts["reference_resampled"] == (0,)
     original = pd.read_csv(tiny_run / "results/tables/synthesis_metrics.csv")
     pd.testing.assert_frame_equal(
         synthesis[synthesis["replicate"] == 0].reset_index(drop=True), original.reset_index(drop=True)
