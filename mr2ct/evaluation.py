@@ -202,9 +202,8 @@ def reference_predictions(
             ),
         }
         cache = load_preprocessed(cache_path)
-        predictions["reference_resampled"] = cache.grid.to_volume(
-            cache.ct_hu(cache.ct), cache.shape[:2], order=1, cval=float(cache.ct_hu_points[0])
-        )
+        # the real CT through the synthesis path (slices and back): a bug there shows here too
+        predictions["reference_resampled"] = cache.ct_volume(cache.ct).data
         for model, prediction in predictions.items():
             run = {"size": size, "model": model, "fold": fold, "replicate": 0}
             rows.append({**run, "subject": files.subject, **reference.scores(prediction)})

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from .cohort import SubjectFiles
-from .io import atomic_path, read_volume
+from .io import Volume, atomic_path, read_volume
 
 __all__ = [
     "PreprocessSettings",
@@ -228,6 +228,15 @@ class PreprocessedSubject:
     def ct_hu(self, normalised: np.ndarray) -> np.ndarray:
         """Normalised CT values back to HU."""
         return denormalise_ct(normalised, self.ct_hu_points, self.ct_norm_points)
+
+    def ct_volume(self, normalised_ct_slices: np.ndarray) -> Volume:
+        """Normalised CT slices ``(Z, H, W)`` at training resolution back to HU on the subject's CT
+        grid: the inverse CT map, then linear resampling onto the original voxels, air (the map's
+        lowest HU) outside the training field of view. What synthesis does with a generator's
+        output, and what the ``reference_resampled`` score does with the real CT's own slices."""
+        hu_slices = self.ct_hu(normalised_ct_slices)
+        data = self.grid.to_volume(hu_slices, self.shape[:2], order=1, cval=float(self.ct_hu_points[0]))
+        return Volume(data, self.affine, self.disk_axcodes)
 
     def body_slices(self, min_fraction: float) -> np.ndarray:
         """Indices of the slices whose body mask covers at least ``min_fraction`` of the slice."""

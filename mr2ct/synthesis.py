@@ -69,9 +69,7 @@ def predict_ct(
 
 def synthetic_volume(subject: PreprocessedSubject, fake_ct_normalised: np.ndarray) -> Volume:
     """Predicted normalised CT slices ``(Z, H, W)`` → a HU volume on the subject's CT grid."""
-    hu_slices = subject.ct_hu(fake_ct_normalised)
-    data = subject.grid.to_volume(hu_slices, subject.shape[:2], order=1, cval=float(subject.ct_hu_points[0]))
-    return Volume(data, subject.affine, subject.disk_axcodes)
+    return subject.ct_volume(fake_ct_normalised)
 
 
 def synthesize_run(

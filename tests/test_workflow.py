@@ -184,14 +184,23 @@ def test_every_figure_audits_back_to_the_cohort_and_config(tiny_run):
 
 
 def test_tiny_run_matches_its_golden_values(tiny_run):
-    """Per-(model, fold) means of the tiny run against ``tests/golden/tiny_synthesis.csv``.
+    """The tiny run against ``tests/golden/`` (written by ``benchmarks/golden_tiny.py --write``).
 
-    The tiny config trains in fp32 on every CPU; a trained model's tolerance is three times the
-    largest deviation that pinning torch's kernels to AVX2 caused over its folds, the
-    deterministic baselines' 1e-4 of the value (``benchmarks/golden_tiny.py`` measures it and
-    writes the file). Planted bugs checked against it: the GC arm trained without GC and a
-    left-right mirrored synthetic CT (``BENCHMARKS.md``, *Tests*). A deliberate change of the
-    numerics regenerates the file with that script, and says so in the commit."""
+    What it guarantees, on any x86 CPU (the tiny config trains in fp32 everywhere):
+
+    * every run's **first-step losses** (``tiny_first_step.csv``) to 1e-4 relative: they come from
+      the seeded initial networks on seeded batches and differ between CPUs only in the last bits
+      (4e-6 measured), so a loss term dropped or re-weighted (the GC arm trained without GC moves
+      its generator objective by ~2), computed on other images or with another formula fails here;
+    * the **per-(model, fold) means** of MAE, PSNR and boundary MAE (``tiny_synthesis.csv``) within
+      the spread between CPUs: the deterministic baselines and the real CT taken through the
+      synthesis path (``reference_resampled``) to 1e-4 of the value, so a geometry bug of synthesis
+      (a mirrored or shifted volume, a wrong HU map) fails; the trained models within max(5 x the
+      spread of emulated platforms, 1.5 x the deviations recorded on other CPUs in
+      ``other_cpus.csv``), so training that learns nothing or diverges fails, a change of a few HU
+      does not (adversarial training amplifies the last bits of a CPU's kernels: BENCHMARKS.md,
+      *Tests*). A deliberate change of the numerics regenerates both files, and says so in the commit.
+    """
     golden = pd.read_csv(ROOT / "tests/golden/tiny_synthesis.csv")
     table = pd.read_csv(tiny_run / "results/tables/synthesis_metrics.csv")
     means = table.groupby(["model", "fold"])[sorted(set(golden["metric"]))].mean()
@@ -202,7 +211,20 @@ def test_tiny_run_matches_its_golden_values(tiny_run):
         for row in golden.itertuples()
         if abs(means.loc[(row.model, row.fold), row.metric] - row.value) > row.tolerance
     ]
-    assert not outside, "tiny run outside its golden bands:\n" + "\n".join(outside)
+    first = pd.read_csv(ROOT / "tests/golden/tiny_first_step.csv")
+    assert set(first["run"]) == {
+        p.parent.relative_to(tiny_run / "results/models").as_posix()
+        for p in (tiny_run / "results/models").glob("*/*/fold*/rep*/losses.tsv")
+    }
+    for run, rows in first.groupby("run"):
+        logged = pd.read_csv(tiny_run / "results/models" / run / "losses.tsv", sep="\t").iloc[0]
+        outside += [
+            f"{run} step 1 {row.column}: {logged[row.column]:.7g}, golden {row.value:.7g} (rtol {row.rtol:g})"
+            for row in rows.itertuples()
+            if not (abs(logged[row.column] - row.value) <= row.rtol * abs(row.value))
+            and not (np.isnan(row.value) and np.isnan(logged[row.column]))  # not defined for that model
+        ]
+    assert not outside, "tiny run outside its golden values:\n" + "\n".join(outside)
 
 
 def test_rerun_has_nothing_to_do(tiny_run):
