@@ -42,7 +42,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from .plotting import save_png_pdf, smooth  # noqa: E402
 from .settings import ARMS, MODEL_LABELS, MODEL_ORDER  # noqa: E402
-from .statistics import METRIC_LABEL, bootstrap_mean_ci  # noqa: E402
+from .statistics import METRIC_LABEL, N_BOOT, bootstrap_mean_ci  # noqa: E402
 
 __all__ = [
     "ARMS",
@@ -159,7 +159,7 @@ def plot_metric_vs_size(
     metric: str,
     path_stem: str | os.PathLike,
     arms: Sequence[str] = ARMS,
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     width_in: float = SINGLE_COLUMN_IN,
 ) -> list[Path]:

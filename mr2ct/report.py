@@ -19,6 +19,7 @@ import pandas as pd
 from .evaluation import BONE_PREFIXES, write_table
 from .io import atomic_write_text
 from .settings import ARMS, MODELS
+from .statistics import SEGMENTATION_METRICS, SYNTHESIS_METRICS
 
 __all__ = [
     "README_MARKERS",
@@ -30,8 +31,6 @@ __all__ = [
 ]
 
 README_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
-SYNTHESIS_METRICS = ("mae", "psnr", "ssim", "mae_boundary")
-SEGMENTATION_METRICS = ("dice", "assd_mm", "hd95_mm")
 SURFACE_DISTANCE_NOTE = (
     "(k/n): the mean is over the k of n structures × subjects where the distance exists; "
     "ASSD and HD95 do not exist for a structure that was not predicted at all (counted in "

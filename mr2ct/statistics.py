@@ -55,6 +55,7 @@ __all__ = [
     "METRIC_DECIMALS",
     "METRIC_DIRECTION",
     "METRIC_LABEL",
+    "N_BOOT",
     "SEGMENTATION_METRICS",
     "SYNTHESIS_METRICS",
     "better_model",
@@ -112,7 +113,9 @@ METRIC_DECIMALS: dict[str, int] = {
 }
 
 SYNTHESIS_METRICS: tuple[str, ...] = ("mae", "psnr", "ssim", "mae_boundary")
-SEGMENTATION_METRICS: tuple[str, ...] = ("dice", "assd_mm")
+SEGMENTATION_METRICS: tuple[str, ...] = ("dice", "assd_mm", "hd95_mm")
+#: Bootstrap resamples of every confidence interval (tables, figures, findings).
+N_BOOT = 10000
 
 
 #: Columns of :func:`paired_comparison` after the grouping columns.
@@ -180,7 +183,7 @@ def better_model(metric: str, difference: float, a: str, b: str) -> str:
 
 def bootstrap_mean_ci(
     values: Sequence[float] | np.ndarray,
-    n_boot: int = 10000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
@@ -231,7 +234,7 @@ def bootstrap_mean_ci(
 def seed_bootstrap_ci(
     values: Sequence[float] | np.ndarray,
     seeds: Sequence | np.ndarray,
-    n_boot: int = 10000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
@@ -331,7 +334,7 @@ def paired_comparison(
     b: str = ARMS[0],
     by: str | Sequence[str] = ("size",),
     pair_on: str | Sequence[str] = ("fold", "subject"),
-    n_boot: int = 10000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     model_column: str = "model",
 ) -> pd.DataFrame:
@@ -499,7 +502,7 @@ def statistics_table(
     seed: int = 0,
     a: str = ARMS[1],
     b: str = ARMS[0],
-    n_boot: int = 10000,
+    n_boot: int = N_BOOT,
 ) -> pd.DataFrame:
     """GC vs. no GC on every synthesis metric and training-set size.
 
@@ -521,7 +524,7 @@ def compare_to_real_ct(
     segmentation: pd.DataFrame,
     metric: str = "dice",
     models: Sequence[str] = ARMS,
-    n_boot: int = 10000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Segmentation of each model's synthetic CT against that of the real CT.
@@ -564,7 +567,7 @@ def segmentation_statistics(
     seed: int = 0,
     a: str = ARMS[1],
     b: str = ARMS[0],
-    n_boot: int = 10000,
+    n_boot: int = N_BOOT,
     real_ct_metric: str | None = "dice",
 ) -> pd.DataFrame:
     """Segmentation comparisons per training-set size and structure.

@@ -106,5 +106,8 @@ rule splits:
         runtime=5,
     params:
         subjects=SUBJECTS,
+        # everything the table depends on, so that a changed seed or split setting rewrites it
+        seed=config["seed"],
+        splits=config["splits"],
     script:
         "../workflow_scripts/splits.py"

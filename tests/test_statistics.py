@@ -316,8 +316,8 @@ def segmentation_table() -> pd.DataFrame:
 def test_segmentation_statistics_compare_arms_and_real_ct():
     out = S.segmentation_statistics(segmentation_table(), seed=0, n_boot=200)
     arms = out[(out["a"] == "cyclegan_gc") & (out["b"] == "cyclegan")]
-    assert set(arms["metric"]) == {"dice", "assd_mm"}
-    assert len(arms) == 2 * 2 * 2  # metrics x sizes x structures
+    assert set(arms["metric"]) == {"dice", "assd_mm", "hd95_mm"}  # every metric of the segmentation summary
+    assert len(arms) == 3 * 2 * 2  # metrics x sizes x structures
     dice = arms[arms["metric"] == "dice"]
     assert (dice["mean_difference"] == 0.0625).all() and (dice["better"] == "cyclegan_gc").all()
     assd = arms[arms["metric"] == "assd_mm"]

@@ -232,6 +232,14 @@ def test_rerun_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_a_changed_seed_or_split_setting_rewrites_the_splits_table(tiny_run):
+    """splits.tsv depends on the subjects, the seed and the split settings, all in the job's params:
+    the table a user reads never disagrees with the folds that were trained."""
+    for change in ("seed=43", "splits={pairing: paired}"):
+        plan = snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "--config", change, "-n")
+        assert job_counts(plan.stdout).get("splits") == 1, change
+
+
 def test_same_config_gives_identical_cache(tiny_run, tmp_path):
     snakemake(tmp_path, "--configfile", str(ROOT / "configs/tiny.yaml"), "--until", "preprocess")
     for path in (tiny_run / "results/preprocessed").glob("*.npz"):

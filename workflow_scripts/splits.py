@@ -6,4 +6,5 @@ from mr2ct.splits import write_splits
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)
-run(sm, lambda: write_splits(sm.params.subjects, sm.config, sm.output[0]))
+p = sm.params
+run(sm, lambda: write_splits(p.subjects, {"seed": p.seed, "splits": dict(p.splits)}, sm.output[0]))
