@@ -18,7 +18,7 @@ import pandas as pd
 
 from .evaluation import BONE_PREFIXES, write_table
 from .io import atomic_write_text
-from .settings import ARMS, MODELS
+from .settings import ARMS, MODEL_LABELS, MODELS
 from .statistics import SEGMENTATION_METRICS, SYNTHESIS_METRICS
 
 __all__ = [
@@ -69,6 +69,8 @@ def statistics_job(
             "",
             to_markdown(seg_summary),
             SURFACE_DISTANCE_NOTE,
+            "",
+            *dice_by_structure_markdown(segmentation),
         ]
     statistics = pd.concat(parts, ignore_index=True)
     written = [
@@ -80,6 +82,26 @@ def statistics_job(
     written.append(atomic_write_text(out_findings, "\n".join(lines) + "\n"))
     written.append(atomic_write_text(out_verdict, "\n".join(verdict(lines)) + "\n"))
     return written
+
+
+def dice_by_structure_markdown(segmentation: pd.DataFrame) -> list[str]:
+    """Mean Dice per structure at the largest training size, one column per source (real CT and each
+    model's synthetic CT), so that a reader sees which structures fail on synthetic CT."""
+    largest = segmentation["size"].dropna().max()
+    real = segmentation[segmentation["source"] == "real_ct"].assign(model="real_ct")
+    synthetic = segmentation[(segmentation["source"] == "synthetic_ct") & (segmentation["size"] == largest)]
+    table = pd.concat([real, synthetic]).groupby(["structure", "model"], sort=False)["dice"].mean().unstack()
+    columns = [m for m in ("real_ct", *MODELS) if m in table.columns]
+    order = list(dict.fromkeys(segmentation["structure"]))
+    lines = [
+        f"### Dice per structure (size {largest:g}; mean over folds, seeds and subjects)",
+        "",
+        "| structure | " + " | ".join(MODEL_LABELS.get(m, m) for m in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for structure in order:
+        lines.append(f"| {structure} | " + " | ".join(f"{table.loc[structure, m]:.3f}" for m in columns) + " |")
+    return lines
 
 
 def verdict(findings_lines: Sequence[str]) -> list[str]:

@@ -505,3 +505,21 @@ def test_findings_call_a_difference_resolved_only_when_ci_and_wilcoxon_agree():
     boundary = [line for line in lines if "boundary MAE" in line]
     assert boundary[0].endswith("no resolved difference (the bootstrap CI excludes zero, but Wilcoxon p ≥ 0.05).")
     assert boundary[1].endswith("lower with GC.")
+
+
+def test_dice_by_structure_shows_each_source_at_the_largest_size():
+    from mr2ct.report import dice_by_structure_markdown
+
+    rows = []
+    for source, model, size, dice in (
+        ("real_ct", "", np.nan, 0.9),
+        ("synthetic_ct", "cyclegan_gc", 6, 0.7),
+        ("synthetic_ct", "cyclegan_gc", 2, 0.1),  # not the largest size: left out
+        ("synthetic_ct", "cyclegan", 6, 0.4),
+    ):
+        for structure, shift in (("pelvis", 0.0), ("obturator_internus_left", -0.2)):
+            rows.append(dict(source=source, model=model, size=size, structure=structure, dice=dice + shift))
+    lines = dice_by_structure_markdown(pd.DataFrame(rows))
+    assert lines[0].startswith("### Dice per structure (size 6")
+    assert lines[2] == "| structure | real CT | CycleGAN | CycleGAN + GC |"
+    assert lines[4:] == ["| pelvis | 0.900 | 0.400 | 0.700 |", "| obturator_internus_left | 0.700 | 0.200 | 0.500 |"]
