@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_write_text, read_volume
-from .metrics import mae, mae_boundary, psnr, segmentation_scores, ssim
+from .metrics import bone_label_ids, bone_mask, mae, mae_boundary, psnr, segmentation_scores, ssim
 from .preprocess import load_preprocessed
 from .settings import MODEL_LABELS
 
@@ -49,7 +49,6 @@ __all__ = [
     "SEGMENTATION_COLUMNS",
     "SubjectInputs",
     "subject_inputs",
-    "bone_mask",
     "concat_parts",
     "qualitative_job",
     "reference_predictions",
@@ -77,23 +76,6 @@ SEGMENTATION_COLUMNS = [
     "hd95_mm",
     "empty_prediction",
 ]
-#: Without bone labels, bone is the reference CT above this (cancellous bone is 150–350 HU, cortex > 1000).
-BONE_THRESHOLD_HU = 200.0
-#: Structures whose surface is "the bone surface" for the boundary MAE.
-BONE_PREFIXES = ("pelvis", "femur", "sacrum", "hip")
-
-
-def bone_label_ids(label_table: Mapping[int, str] | None) -> list[int]:
-    """The label ids whose structure is bone (names starting with :data:`BONE_PREFIXES`)."""
-    return sorted(i for i, name in (label_table or {}).items() if name.lower().startswith(BONE_PREFIXES))
-
-
-def bone_mask(ct_hu: np.ndarray, labels: np.ndarray | None, label_table: Mapping[int, str] | None) -> np.ndarray:
-    """Bone of the reference: its bone labels (:func:`bone_label_ids`) when present, else CT > ``BONE_THRESHOLD_HU``."""
-    ids = bone_label_ids(label_table)
-    if labels is not None and ids:
-        return np.isin(labels, ids)
-    return ct_hu > BONE_THRESHOLD_HU
 
 
 def synthesis_scores(
@@ -120,7 +102,7 @@ class _Reference:
         self.spacing = ct.spacing
         self.mask = read_volume(files.mask, dtype=np.uint8).data > 0
         labels = read_volume(files.labels, dtype=np.uint8).data if files.labels else None
-        self.bone = bone_mask(self.ct, labels, label_table)
+        self.bone = bone_mask(self.ct, labels, bone_label_ids(label_table))
 
     def scores(self, prediction: np.ndarray) -> dict[str, float]:
         if prediction.shape != self.shape:

@@ -65,7 +65,11 @@ __all__ = [
     "HU_MAX",
     "DATA_RANGE_HU",
     "SSIM_BORDER_CROP",
+    "BONE_PREFIXES",
+    "BONE_THRESHOLD_HU",
     "SurfaceDistances",
+    "bone_label_ids",
+    "bone_mask",
     "mae",
     "psnr",
     "ssim",
@@ -86,6 +90,26 @@ HU_MAX: float = 3000.0
 DATA_RANGE_HU: float = HU_MAX - HU_MIN
 #: Border (voxels) cropped from the SSIM map: (7 - 1) // 2 for skimage's 7-voxel window.
 SSIM_BORDER_CROP: int = 3
+#: Without bone labels, bone is the reference CT above this (cancellous bone is 150–350 HU, cortex > 1000).
+BONE_THRESHOLD_HU: float = 200.0
+#: Structures of a label table that are bone (names starting with these): their surface is "the bone surface".
+BONE_PREFIXES: tuple[str, ...] = ("pelvis", "femur", "sacrum", "hip")
+
+
+def bone_label_ids(label_table: dict[int, str] | None) -> list[int]:
+    """The label ids whose structure is bone (names starting with :data:`BONE_PREFIXES`)."""
+    return sorted(i for i, name in (label_table or {}).items() if name.lower().startswith(BONE_PREFIXES))
+
+
+def bone_mask(ct_hu: npt.ArrayLike, labels: npt.ArrayLike | None, bone_ids: Sequence[int]) -> np.ndarray:
+    """Bone of a reference CT: the union of the labels ``bone_ids`` (:func:`bone_label_ids`) when there
+    are labels and bone ids, else the CT above :data:`BONE_THRESHOLD_HU`. The one definition of bone
+    of the workflow (evaluation, validation during training)."""
+    if labels is not None and len(bone_ids):
+        return np.isin(np.asarray(labels), list(bone_ids))
+    return np.asarray(ct_hu) > BONE_THRESHOLD_HU
+
+
 #: Side of the uniform SSIM window (scikit-image default).
 SSIM_WINDOW: int = 7
 
@@ -366,7 +390,7 @@ def mae_boundary(
     spacing: Spacing,
     bone: npt.ArrayLike | None = None,
     band_mm: float = 2.0,
-    bone_threshold_hu: float = 200.0,
+    bone_threshold_hu: float = BONE_THRESHOLD_HU,
 ) -> float:
     """MAE (HU) in a band of +-``band_mm`` around the reference bone surface.
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluation import BONE_PREFIXES, write_table
+from .evaluation import write_table
 from .io import atomic_write_text
+from .metrics import BONE_PREFIXES
 from .settings import ARMS, MODEL_LABELS, MODELS
 from .statistics import SEGMENTATION_METRICS, SYNTHESIS_METRICS
 

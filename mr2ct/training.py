@@ -53,7 +53,7 @@ from .losses import (
     lsgan_loss,
     mind_loss,
 )
-from .metrics import mae, mae_boundary
+from .metrics import bone_mask, mae, mae_boundary
 from .networks import GeneratorSpec, PatchDiscriminator, init_weights
 from .preprocess import PreprocessedSubject, context_stack, load_preprocessed
 from .resumable import (
@@ -496,8 +496,8 @@ def evaluate(
     """MAE and boundary MAE (HU, at training resolution, in the body) over validation subjects,
     and the predicted normalised CT slices of each subject.
 
-    The bone is the union of ``bone_labels`` (:func:`mr2ct.evaluation.bone_label_ids` of the
-    label table) in a labelled cache, else the CT above 200 HU, as in the evaluation.
+    The bone is :func:`mr2ct.metrics.bone_mask` (the union of ``bone_labels`` in a labelled
+    cache, else the CT above 200 HU), as in the evaluation.
     """
     maes, boundary, predictions = [], [], []
     for subject in subjects:
@@ -508,7 +508,7 @@ def evaluate(
         spacing = (float(abs(subject.affine[2, 2])) or 1.0, subject.grid.step_mm, subject.grid.step_mm)
         maes.append(mae(real, fake, mask))
         # at training resolution the band is one pixel on either side of the bone surface
-        bone = np.isin(subject.labels, bone_labels) if subject.labels is not None and len(bone_labels) else None
+        bone = bone_mask(real, subject.labels, bone_labels)
         boundary.append(mae_boundary(real, fake, mask, spacing, bone=bone, band_mm=subject.grid.step_mm))
     return {"mae": float(np.mean(maes)), "mae_boundary": float(np.nanmean(boundary))}, predictions
 

@@ -13,7 +13,7 @@ if workflow.basedir not in sys.path:
 from snakemake.settings.types import ExecMode
 
 from mr2ct.cohort import cohort_from_config, read_label_table, validate_changed
-from mr2ct.evaluation import bone_label_ids
+from mr2ct.metrics import bone_label_ids
 from mr2ct.phantom import LABELS as PHANTOM_LABELS
 from mr2ct.settings import ARMS
 from mr2ct.config import load_yaml, merge, validate_config

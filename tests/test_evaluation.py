@@ -10,7 +10,6 @@ from hypothesis.extra import numpy as hnp
 
 from mr2ct.cohort import SubjectFiles
 from mr2ct.evaluation import (
-    bone_mask,
     concat_parts,
     quantile_map,
     reference_predictions,
@@ -19,7 +18,7 @@ from mr2ct.evaluation import (
     write_table,
 )
 from mr2ct.io import Volume, read_volume, write_volume
-from mr2ct.metrics import mae
+from mr2ct.metrics import bone_label_ids, bone_mask, mae
 from mr2ct.phantom import LABELS
 from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
 
@@ -80,8 +79,8 @@ def test_reference_predictions(subjects, caches):
 def test_bone_mask_uses_labels_or_threshold():
     ct = np.array([[[-100.0, 500.0, 1500.0]]])
     labels = np.array([[[0, 1, 4]]], dtype=np.uint8)
-    assert bone_mask(ct, labels, LABELS).tolist() == [[[False, True, False]]]
-    assert bone_mask(ct, None, None).tolist() == [[[False, True, True]]]
+    assert bone_mask(ct, labels, bone_label_ids(LABELS)).tolist() == [[[False, True, False]]]
+    assert bone_mask(ct, None, []).tolist() == [[[False, True, True]]]
 
 
 def test_segmentation_rows_and_table(subjects, tmp_path):
