@@ -41,7 +41,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from .plotting import save_png_pdf, smooth  # noqa: E402
-from .settings import ARMS, MODEL_LABELS, MODEL_ORDER  # noqa: E402
+from .settings import ARMS, FIGURE_STEMS, MODEL_LABELS, MODEL_ORDER  # noqa: E402
 from .statistics import METRIC_LABEL, N_BOOT, bootstrap_mean_ci  # noqa: E402
 
 __all__ = [
@@ -79,16 +79,6 @@ MODEL_STYLE: dict[str, dict[str, str]] = {
     }.items()
 }
 
-#: Default file stems (no suffix) of the figures, by content.
-FIGURE_STEMS: dict[str, str] = {
-    "mae": "mae_vs_training_size",
-    "psnr": "psnr_vs_training_size",
-    "ssim": "ssim_vs_training_size",
-    "mae_boundary": "boundary_mae_vs_training_size",
-    "dice": "dice_by_structure",
-    "surface_distances": "surface_distance_by_structure",
-    "training_curves": "training_curves",
-}
 
 #: Matplotlib settings of every figure (applied in a context, nothing global).
 _RC = {

@@ -129,12 +129,11 @@ def figures_job(
     seed: int,
 ) -> list[Path]:
     """Figures 1–3 and 5–7 (PNG and PDF) from the tables and the runs' loss tables."""
-    from .figures import FIGURE_STEMS, plot_metric_vs_size, read_loss_tables, render_all
+    from .figures import read_loss_tables, render_all
 
     synthesis = pd.read_csv(synthesis_csv)
     segmentation = pd.read_csv(segmentation_csv) if segmentation_csv else None
-    written = render_all(synthesis, segmentation, read_loss_tables(loss_paths, runs), out_dir, seed=seed)
-    return written + plot_metric_vs_size(synthesis, "ssim", Path(out_dir) / FIGURE_STEMS["ssim"], seed=seed)
+    return render_all(synthesis, segmentation, read_loss_tables(loss_paths, runs), out_dir, seed=seed)
 
 
 def provenance_summary_job(workdir: str | os.PathLike, out_csv: str | os.PathLike) -> Path:

@@ -26,7 +26,7 @@ def _default(section: str, key: str) -> Any:
     return section_defaults(section)[key]
 
 
-__all__ = ["ARMS", "MODELS", "MODEL_LABELS", "MODEL_ORDER", "SegmentationSettings", "TrainSettings"]
+__all__ = ["ARMS", "FIGURE_STEMS", "MODELS", "MODEL_LABELS", "MODEL_ORDER", "SegmentationSettings", "TrainSettings"]
 
 #: The models the workflow trains (config key ``models`` chooses among them).
 MODELS = ("cyclegan", "cyclegan_gc", "reference_supervised")
@@ -44,6 +44,19 @@ MODEL_LABELS = {
     "real_ct": "real CT",
 }
 MODEL_ORDER = tuple(MODEL_LABELS)
+#: File stems (no suffix) of the figures drawn from the tables, by content (figure 4, the
+#: qualitative figure, is drawn from volumes: ``qualitative_hip``).
+FIGURE_STEMS: dict[str, str] = {
+    "mae": "mae_vs_training_size",
+    "psnr": "psnr_vs_training_size",
+    "ssim": "ssim_vs_training_size",
+    "mae_boundary": "boundary_mae_vs_training_size",
+    "training_curves": "training_curves",
+    "dice": "dice_by_structure",
+    "surface_distances": "surface_distance_by_structure",
+}
+#: The figures that need label maps (experiment 2).
+LABEL_FIGURES = ("dice", "surface_distances")
 #: Settings that do not change a run's result: how long it may take, how often it is
 #: checkpointed and validated, where it runs. Left out of the digest that checkpoints carry.
 SCHEDULE_FIELDS = ("time_budget_minutes", "checkpoint_every", "eval_every", "device")

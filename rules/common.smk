@@ -15,7 +15,7 @@ from snakemake.settings.types import ExecMode
 from mr2ct.cohort import cohort_from_config, read_label_table, validate_changed
 from mr2ct.metrics import bone_label_ids
 from mr2ct.phantom import LABELS as PHANTOM_LABELS
-from mr2ct.settings import ARMS
+from mr2ct.settings import ARMS, FIGURE_STEMS, LABEL_FIGURES
 from mr2ct.config import load_yaml, merge, validate_config
 from mr2ct.splits import splits_from_config, statistics_warning
 
@@ -207,14 +207,8 @@ def all_run_tables(stage):
 
 
 QUALITATIVE_MODELS = [m for m in (*ARMS, "reference_supervised") if m in MODELS]
-TABLE_FIGURES = [
-    "mae_vs_training_size",
-    "psnr_vs_training_size",
-    "ssim_vs_training_size",
-    "boundary_mae_vs_training_size",
-    "training_curves",
-    *(["dice_by_structure", "surface_distance_by_structure"] if LABELLED else []),
-]
+#: stems of the figures drawn from the tables (those of experiment 2 only with label maps)
+TABLE_FIGURES = [stem for key, stem in FIGURE_STEMS.items() if LABELLED or key not in LABEL_FIGURES]
 
 
 FIGURES = f"{RESULTS}/figures"
