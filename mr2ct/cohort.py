@@ -14,14 +14,20 @@ Three sources, chosen by ``data.source`` in the config:
     leave it unless ``data.allow_absolute_paths`` is true.
 
 Discovery (:func:`cohort_from_config`) is cheap and runs when the workflow is
-parsed: it checks that every file exists. :func:`validate_subject` reads the
-volumes and checks content and geometry; the workflow runs it in the first job,
-before any long job starts.
+parsed: it checks that every file exists, that no file serves two subjects or
+two roles, that subject ids stay distinct when case is ignored or when read as
+numbers, and that no SynthRAD folder is dropped silently. :func:`validate_subject`
+reads the volumes and checks integrity, content, geometry and plausibility (the
+thresholds are the config keys ``data.checks``); :func:`validate_cohort` and
+:func:`validate_changed` (the workflow's parse, before any job) add that no two
+subjects share a scan's content.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,14 +37,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .io import InputError, read_volume
+from .io import NA_STRINGS, InputError, check_file, read_volume
 from .phantom import subject_ids
 
 __all__ = [
     "Cohort",
     "SubjectFiles",
+    "check_distinct_files",
+    "check_distinct_ids",
     "cohort_from_config",
+    "default_checks",
     "read_label_table",
+    "shared_content",
     "validate_changed",
     "validate_cohort",
     "validate_subject",
@@ -46,14 +56,35 @@ __all__ = [
 ]
 
 MODALITIES = ("mr", "ct", "mask")
+ROLES = (*MODALITIES, "labels")
 SHEET_COLUMNS = ("subject", *MODALITIES, "labels")
-#: CT whose minimum is above this is not in Hounsfield units (air is about −1000 HU).
-CT_MIN_HU_CEILING = -200.0
-#: a body mask may hold some air (bowel gas, a dilated outline), not more than this fraction (CT below AIR_HU)
-MASK_MAX_AIR_FRACTION = 0.25
+#: CT below this (HU) is air: in a body mask (at most data.checks.mask_max_air_fraction of it) and
+#: around it (the CT's tissue is what is at or above it, data.checks.mask_min_tissue_coverage)
 AIR_HU = -500.0
+#: HU of anything in a body: air (about −1000, with noise) up to the top of the 12-bit CT scale (3071);
+#: more than data.checks.ct_max_fraction_outside_hu_range of the body outside it is not HU
+BODY_HU_RANGE = (-1100.0, 3100.0)
 #: subject ids become Snakemake wildcard values and file names: letters, digits, '.', '_', '-'
 SUBJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: ... and results are named <id> plus a suffix, within the 255-byte limit of file names
+MAX_SUBJECT_ID_LENGTH = 100
+#: ids that a spreadsheet or a table reader without dtype=str reads as a number
+NUMERIC_ID = re.compile(r"\d+(\.\d*)?([eE][+-]?\d+)?|(?i:inf|infinity)")
+#: file names that hold a volume (in a SynthRAD folder, anything of these that is not used is reported)
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".img", ".hdr", ".img.gz", ".dcm")
+
+
+@functools.cache
+def _schema_checks() -> tuple[tuple[str, Any], ...]:
+    from .config import schema
+
+    properties = schema()["properties"]["data"]["properties"]["checks"]["properties"]
+    return tuple((key, spec["default"]) for key, spec in properties.items())
+
+
+def default_checks() -> dict[str, Any]:
+    """The plausibility thresholds of validation (config keys ``data.checks``) at their schema defaults."""
+    return dict(_schema_checks())
 
 
 def check_subject_id(subject: str, where: str) -> None:
@@ -63,6 +94,80 @@ def check_subject_id(subject: str, where: str) -> None:
             f"{where}: subject id '{subject}' is not usable: ids hold only letters, digits, '.', '_' and '-' and "
             "start with a letter or digit (they become file names and Snakemake wildcard values)"
         )
+    if len(subject) > MAX_SUBJECT_ID_LENGTH:
+        raise InputError(
+            f"{where}: subject id '{subject[:24]}…' is {len(subject)} characters long; at most "
+            f"{MAX_SUBJECT_ID_LENGTH} are allowed (ids become file names, with suffixes, and most file systems "
+            "allow 255 bytes): use a shorter id"
+        )
+
+
+def check_distinct_ids(ids: list[str], where: str) -> None:
+    """Refuse ids that are the same subject to a careless reader: equal but for case (``P01``, ``p01``), the
+    same number (``001``, ``1``; ``1e3``, ``1000``) or both a missing value to pandas (``NA``, ``None``)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for subject in ids:
+        keys = [("case", subject.casefold())]
+        if subject in NA_STRINGS:
+            keys.append(("missing", ""))
+        elif NUMERIC_ID.fullmatch(subject):
+            keys.append(("number", f"{float(subject):g}"))
+        for key in keys:
+            groups.setdefault(key, []).append(subject)
+    problems = []
+    for (kind, value), members in groups.items():
+        if len(members) < 2:
+            continue
+        names = " and ".join(f"'{m}'" for m in members)
+        if kind == "case":
+            problems.append(
+                f"subject ids {names} differ only in upper/lower case: they are one file name on case-insensitive "
+                "file systems (macOS, Windows) and easily taken for one subject"
+            )
+        elif kind == "number":
+            problems.append(
+                f"subject ids {names} are the same number ({value}): a spreadsheet or a table read without "
+                f"dtype=str turns each into {value}"
+            )
+        else:
+            problems.append(f"subject ids {names} are each read as a missing value (NaN) by pandas and spreadsheets")
+    if problems:
+        raise InputError(f"{where}: {'; '.join(problems)}; rename all but one of each")
+
+
+def check_distinct_files(subjects: list[SubjectFiles] | tuple[SubjectFiles, ...]) -> None:
+    """Refuse a file (the same path, or a symlink or hard link to it) that serves two subjects or two roles."""
+    seen: dict[tuple[int, int], tuple[str, str, Path]] = {}
+    shared: dict[tuple[str, str], list[tuple[str, str, Path, Path]]] = {}
+    for files in subjects:
+        for role, path in files.paths().items():
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            key = (stat.st_dev, stat.st_ino)
+            if key not in seen:
+                seen[key] = (files.subject, role, Path(path))
+                continue
+            first_subject, first_role, first_path = seen[key]
+            shared.setdefault((first_subject, files.subject), []).append((first_role, role, first_path, Path(path)))
+    problems = []
+    for (first, second), items in shared.items():
+        first_role, role, first_path, path = items[0]
+        same = f"both name {path}" if first_path == path else f"{path} and {first_path} are one file (a link)"
+        if first == second:
+            problems.append(
+                f"subject '{first}': its {first_role} and {role} are the same file ({same}); each role needs its "
+                "own scan"
+            )
+        else:
+            roles = ", ".join(r if r == fr else f"{r} (its {fr})" for fr, r, _, _ in items)
+            problems.append(
+                f"subject '{second}' uses the files of subject '{first}' ({roles}: {same}); one scan cannot serve "
+                "two subjects"
+            )
+    if problems:
+        raise InputError("the cohort uses a file twice: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -90,10 +195,15 @@ class Cohort:
     labels_table: Path | None = None
     generated: bool = False  # files are made by the workflow itself (phantom)
     notes: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)  # data.checks (defaults where not given)
 
     @property
     def ids(self) -> list[str]:
         return [s.subject for s in self.subjects]
+
+    def files_by_subject(self) -> dict[str, dict[str, str]]:
+        """Subject → role (mr, ct, mask[, labels]) → file: what :func:`write_validation_report` reads."""
+        return {s.subject: {role: str(path) for role, path in s.paths().items()} for s in self.subjects}
 
     def __getitem__(self, subject: str) -> SubjectFiles:
         for s in self.subjects:
@@ -106,25 +216,30 @@ def cohort_from_config(config: dict[str, Any], results: str | os.PathLike = "res
     """Discover the cohort described by a validated config (no volume is read)."""
     data = config["data"]
     source = data["source"]
+    checks = {**default_checks(), **(data.get("checks") or {})}
     if source == "phantom":
         root = Path(results) / "cohort"
         subjects = tuple(
             SubjectFiles(s, *(root / s / f"{m}.nii.gz" for m in MODALITIES), labels=root / s / "labels.nii.gz")
             for s in subject_ids(data["phantom"]["subjects"])
         )
-        return Cohort(subjects, root / "labels.tsv", generated=True)
+        return Cohort(subjects, root / "labels.tsv", generated=True, checks=checks)
     labels_table = Path(data["labels_table"]) if data.get("labels_table") else None
     if labels_table is not None and not labels_table.is_file():
         raise InputError(f"config key 'data.labels_table': {labels_table}: file not found")
     notes: dict[str, Any] = {}
     if source == "synthrad":
+        where = f"config key 'data.synthrad_dir': {data['synthrad_dir']}"
         subjects, ignored = discover_synthrad(Path(data["synthrad_dir"]))
         if ignored:
             notes["ignored_folders"] = ignored
     else:
+        where = f"{data['sheet']}"
         subjects = read_sheet(Path(data["sheet"]), allow_absolute=data["allow_absolute_paths"])
+    check_distinct_ids([s.subject for s in subjects], where)
     if data.get("labels_dir"):
         subjects = with_labels_dir(subjects, Path(data["labels_dir"]), labels_table)
+    check_distinct_files(subjects)
     if any(s.labels is not None for s in subjects) and labels_table is None:
         raise InputError(
             "the cohort has label files but config key 'data.labels_table' is not set: give a TSV with columns id, name"
@@ -136,7 +251,7 @@ def cohort_from_config(config: dict[str, Any], results: str | os.PathLike = "res
                 f"config key 'data.labels_table' is set (segmentation, experiment 2) but {len(unlabelled)} subject(s) "
                 f"have no label file: {', '.join(unlabelled[:10])}{' …' if len(unlabelled) > 10 else ''}"
             )
-    return Cohort(tuple(subjects), labels_table, notes=notes)
+    return Cohort(tuple(subjects), labels_table, notes=notes, checks=checks)
 
 
 def with_labels_dir(subjects: list[SubjectFiles], folder: Path, labels_table: Path | None) -> list[SubjectFiles]:
@@ -167,24 +282,124 @@ def with_labels_dir(subjects: list[SubjectFiles], folder: Path, labels_table: Pa
     return out
 
 
+def _is_volume_name(name: str) -> bool:
+    return name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def _volume_stem(name: str) -> str:
+    lower = name.lower()
+    return next((lower[: -len(x)] for x in VOLUME_SUFFIXES if lower.endswith(x)), lower)
+
+
+def _dangling(path: Path) -> str | None:
+    """What is wrong with ``path`` when it is not a regular file although something is there."""
+    if path.is_symlink() and not path.exists():
+        return f"{path} is a symlink to {os.readlink(path)}, which does not exist"
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    if path.exists() and not path.is_file():
+        return f"{path} is not a regular file"
+    return None
+
+
+def _near_miss(name: str, role: str) -> bool:
+    """Is the volume file ``name`` a misspelling of ``<role>.nii.gz`` (case, .nii, another format, a typo)?"""
+    stem = _volume_stem(name)
+    return name != f"{role}.nii.gz" and (
+        stem == role or bool(difflib.get_close_matches(stem, [role], n=1, cutoff=0.8 if len(role) > 2 else 1.0))
+    )
+
+
+def _synthrad_folder(folder: Path) -> tuple[SubjectFiles | None, str | None]:
+    """One folder of a SynthRAD root: its subject, or why it cannot be one (``(None, None)``: not a subject)."""
+    try:
+        entries = sorted(folder.iterdir())
+        nested = [
+            p.name for p in entries if p.is_dir() and any(_is_volume_name(q.name) for q in p.iterdir() if q.is_file())
+        ]
+    except OSError as exc:
+        return None, f"{folder}: the folder cannot be read ({exc.strerror or exc})"
+    volumes = [p.name for p in entries if _is_volume_name(p.name) and p.name not in {f"{r}.nii.gz" for r in ROLES}]
+    expected = {role: folder / f"{role}.nii.gz" for role in ROLES}
+    there = {role: os.path.lexists(path) for role, path in expected.items()}
+    if not any(there.values()) and not volumes and not nested:
+        return None, None  # not a subject folder (e.g. SynthRAD2023's overview/)
+    problems, missing = [], []
+    for role in ROLES:
+        path = expected[role]
+        if path.is_file():
+            others = [n for n in volumes if _near_miss(n, role)]
+            if others:
+                problems.append(f"it also holds {', '.join(others)} beside {role}.nii.gz: remove or rename it")
+            continue
+        broken = _dangling(path)
+        if broken:
+            problems.append(broken)
+        elif role != "labels":
+            like = [n for n in volumes if _near_miss(n, role)]
+            hint = (
+                f" (found {', '.join(like)}; expected the lower-case, gzipped NIfTI name {role}.nii.gz)" if like else ""
+            )
+            missing.append(f"{path}{hint}")
+        else:
+            like = [n for n in volumes if _near_miss(n, "labels") or _volume_stem(n) == "label"]
+            if like:
+                problems.append(f"found {', '.join(like)}: a label map is read from labels.nii.gz only")
+    if missing:
+        problems.insert(0, f"missing {', '.join(missing)}")
+        unexplained = [n for n in volumes if not any(_near_miss(n, r) for r in ROLES)]
+        if nested:
+            problems.append(f"the volumes are one folder deeper, in {', '.join(nested)}: move them up")
+        elif unexplained:
+            problems.append(f"the folder holds {', '.join(unexplained[:8])}")
+    if problems:
+        return None, f"subject '{folder.name}': {'; '.join(problems)}"
+    labels = expected["labels"]
+    return SubjectFiles(
+        folder.name, **{m: expected[m] for m in MODALITIES}, labels=labels if there["labels"] else None
+    ), None
+
+
 def discover_synthrad(root: Path) -> tuple[list[SubjectFiles], list[str]]:
     """Subjects of a SynthRAD2023 Task 1 folder as downloaded (sorted by folder name), and the
-    folders that are not subjects (``overview`` and any other without mr/ct/mask)."""
+    folders that are not subjects (``overview`` and any other holding no volume file).
+
+    A folder that holds a volume file is a subject folder: it must have ``mr.nii.gz``,
+    ``ct.nii.gz`` and ``mask.nii.gz`` (regular files or symlinks to them), or the error names
+    it and says what it found instead (``MR.nii.gz``, ``mr.nii``, a dangling symlink, volumes one
+    folder deeper). Volume files directly in ``root`` and dangling symlinks to folders are refused too.
+    """
     if not root.is_dir():
         raise InputError(f"config key 'data.synthrad_dir': {root}: folder not found")
-    subjects, ignored = [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = {m: folder / f"{m}.nii.gz" for m in MODALITIES}
-        present = [m for m, p in files.items() if p.is_file()]
-        if not present:
-            ignored.append(folder.name)  # not a subject folder (e.g. SynthRAD2023's overview/)
-            continue
-        missing = [str(p) for m, p in files.items() if m not in present]
-        if missing:
-            raise InputError(f"subject '{folder.name}': missing {', '.join(missing)}")
-        check_subject_id(folder.name, f"config key 'data.synthrad_dir': {root}")
-        labels = folder / "labels.nii.gz"
-        subjects.append(SubjectFiles(folder.name, **files, labels=labels if labels.is_file() else None))
+    subjects, ignored, problems, loose = [], [], [], []
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if entry.is_symlink() and not entry.exists():
+            problems.append(f"{entry} is a symlink to {os.readlink(entry)}, which does not exist")
+        elif entry.is_file():
+            if _is_volume_name(entry.name):
+                loose.append(entry.name)
+        elif entry.is_dir():
+            files, problem = _synthrad_folder(entry)
+            if problem:
+                problems.append(problem)
+            elif files is None:
+                ignored.append(entry.name)
+            else:
+                check_subject_id(entry.name, f"config key 'data.synthrad_dir': {root}")
+                subjects.append(files)
+    if loose:
+        problems.append(
+            f"{root} holds volume files directly ({', '.join(loose[:5])}{' …' if len(loose) > 5 else ''}): the "
+            "SynthRAD layout has one folder per subject, <subject>/mr.nii.gz, ct.nii.gz, mask.nii.gz (or list "
+            "the files in a sample sheet, data.source: sheet)"
+        )
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    if problems:
+        raise InputError(
+            f"config key 'data.synthrad_dir': {root}: {len(problems)} entries cannot be used (nothing is "
+            "dropped silently):\n  " + "\n  ".join(problems)
+        )
     if not subjects:
         raise InputError(f"config key 'data.synthrad_dir': {root}: no subject folders with mr/ct/mask.nii.gz")
     return subjects, ignored
@@ -260,6 +475,9 @@ def _resolve(sheet: Path, root: Path, subject: str, column: str, value: str, all
             "(set data.allow_absolute_paths: true to allow it)"
         )
     if not path.is_file():
+        broken = _dangling(given)
+        if broken:
+            raise InputError(f"{sheet}: subject '{subject}': {column} path '{value}': {broken}")
         raise InputError(f"{sheet}: subject '{subject}': {column} file {path} not found")
     return path
 
@@ -288,24 +506,64 @@ def read_label_table(path: str | os.PathLike) -> dict[int, str]:
     return out
 
 
-def validate_subject(files: SubjectFiles, label_ids: set[int] | None, tolerance_mm: float = 0.01) -> dict[str, Any]:
+def _percentiles(values: np.ndarray) -> tuple[float, float, float]:
+    p1, median, p99 = np.percentile(values, (1, 50, 99))
+    return float(p1), float(median), float(p99)
+
+
+def _hu_hint(median: float, p1: float, p99: float) -> str:
+    """The likeliest reason why a CT is not in HU, from where its body and its extremes lie."""
+    if p99 > 5000 or p1 < -5000:
+        return (
+            "Values this far out look like tenths of HU or another unit (air would be about -10000, bone up to "
+            "20000): store HU (e.g. scl_slope 0.1)."
+        )
+    if -1300 <= median <= -700:
+        return (
+            "A body at about -1000 HU (air at about -2048) means the -1024 offset was applied twice: remove the "
+            "extra subtraction or scl_inter."
+        )
+    if 700 <= median <= 1300:
+        return "A body at about +1000 HU (air at about 0) means the CT is stored 0-based: scl_inter -1024 is missing."
+    return "Expected air at about -1000 HU, soft tissue at 0 to 60 HU and bone up to about 2000 HU."
+
+
+def validate_subject(
+    files: SubjectFiles, label_ids: set[int] | None, tolerance_mm: float = 0.01, checks: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Read and check one subject's volumes; return a summary row.
 
-    Checks: every file is a readable 3D NIfTI without NaN/Inf; MR, mask and
-    labels share the CT's shape, spacing, origin and direction within
-    ``tolerance_mm`` (direction cosines within 1e-3); the mask is binary and
-    not empty; the CT is in Hounsfield units; label ids are in the label table.
-    Raises :class:`InputError` naming the subject and file.
+    Checks: every file is a readable 3D NIfTI of real scalar voxels without
+    NaN/Inf, with an intact gzip stream, a spatial unit of mm, a qform or sform
+    (both agreeing when both are set), a voxel size and a number of voxels along
+    every axis in the ranges of ``checks``; no two of its files have the same
+    content; MR, mask and labels share the CT's shape, spacing, origin and
+    direction within ``tolerance_mm`` (direction cosines within 1e-3); the mask
+    is binary, not empty, a body mask (little air, most of the CT's tissue
+    inside); the CT is in Hounsfield units judged by the body (its median and
+    the share of implausible values); label ids are in the label table and the
+    label map is not empty, lies in the body and spans enough of its slices.
+    ``checks`` are the thresholds of config keys ``data.checks`` (defaults where
+    not given). Raises :class:`InputError` naming the subject and file.
     """
+    return _validate_subject(files, label_ids, tolerance_mm, checks)[0]
+
+
+def _validate_subject(
+    files: SubjectFiles, label_ids: set[int] | None, tolerance_mm: float, checks: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """:func:`validate_subject`, and the SHA-256 of each role's file and voxel array (canonical float32)."""
     subject = files.subject
+    limits = {**default_checks(), **(checks or {})}
 
     def fail(path: Path, what: str) -> InputError:
         return InputError(f"subject '{subject}': {path}: {what}")
 
-    volumes = {}
+    volumes, digests = {}, {}
     for name, path in files.paths().items():
         try:
             volume = read_volume(path)
+            file_sha = check_file(path, tolerance_mm)
         except InputError as exc:
             raise InputError(f"subject '{subject}': {exc}") from exc
         if not np.isfinite(volume.data).all():
@@ -313,7 +571,39 @@ def validate_subject(files: SubjectFiles, label_ids: set[int] | None, tolerance_
             raise fail(path, f"{bad} voxel(s) are NaN or infinite")
         if name in ("mr", "ct") and volume.data.min() == volume.data.max():
             raise fail(path, f"the volume carries no information: every voxel is {float(volume.data.min()):g}")
+        spacing = np.asarray(volume.spacing)
+        if spacing.min() < limits["min_spacing_mm"] or spacing.max() > limits["max_spacing_mm"]:
+            raise fail(
+                path,
+                f"voxel size {np.round(spacing, 6).tolist()} mm is not that of a scan (expected "
+                f"{limits['min_spacing_mm']:g} to {limits['max_spacing_mm']:g} mm per axis, data.checks.min_spacing_mm "
+                "and max_spacing_mm): a voxel size like 0.001 is in metres, one like 1000 in micrometres; "
+                "rewrite the geometry in mm",
+            )
+        thinnest = int(np.argmin(volume.data.shape))
+        if volume.data.shape[thinnest] < limits["min_slices"]:
+            raise fail(
+                path,
+                f"the volume is too thin: shape {volume.data.shape} has {volume.data.shape[thinnest]} voxel(s) "
+                f"along axis {thinnest} (expected at least {limits['min_slices']}, data.checks.min_slices): a "
+                "single slice or a thin slab is not a cohort volume",
+            )
         volumes[name] = volume
+        digests[name] = (file_sha, hashlib.sha256(volume.data.tobytes()).hexdigest())
+    roles = list(volumes)
+    for i, first in enumerate(roles):
+        for second in roles[i + 1 :]:
+            same = [
+                what
+                for k, what in enumerate(("bytes (SHA-256)", "voxel values"))
+                if digests[first][k] == digests[second][k]
+            ]
+            if same:
+                raise fail(
+                    files.paths()[second],
+                    f"its {second} has the same {same[0]} as its {first} ({files.paths()[first]}); each role needs "
+                    "its own scan (a file copied under the wrong name?)",
+                )
     ct = volumes["ct"]
     for name, volume in volumes.items():
         if name == "ct":
@@ -338,24 +628,67 @@ def validate_subject(files: SubjectFiles, label_ids: set[int] | None, tolerance_
     if mask_voxels == 0:
         raise fail(files.mask, "body mask is empty")
     body = mask > 0
-    air = float((ct.data[body] < AIR_HU).mean())
-    if air > MASK_MAX_AIR_FRACTION:
+    ct_min = float(ct.data.min())
+    if ct_min > limits["ct_min_hu_ceiling"]:
+        raise fail(
+            files.ct,
+            f"CT does not look like Hounsfield units: minimum {ct_min:.0f} (> {limits['ct_min_hu_ceiling']:.0f}); "
+            "air should be about -1000. Raw scanner values (e.g. 0..4095) need scl_slope/scl_inter (typically "
+            "intercept -1024)",
+        )
+    # HU judged by the body, not the minimum (padding of -1024, -2048 or -3024 is normal): a constant
+    # minimum is padding and left out of the share of values that no body has
+    inside = ct.data[body]
+    p1, median, p99 = _percentiles(inside)
+    core = inside[inside != ct_min]
+    low, high = BODY_HU_RANGE
+    outside_range = float(((core < low) | (core > high)).mean()) if core.size else 0.0
+    where = f"inside the body mask ({files.mask}): median {median:.0f} HU, 1st to 99th percentile {p1:.0f} to {p99:.0f}"
+    if outside_range > limits["ct_max_fraction_outside_hu_range"]:
+        raise fail(
+            files.ct,
+            f"CT does not look like Hounsfield units: {outside_range:.0%} of the voxels inside the body mask lie "
+            f"outside {low:.0f} to {high:.0f} HU, where everything in a body lies (at most "
+            f"{limits['ct_max_fraction_outside_hu_range']:.0%} may, for metal; "
+            f"data.checks.ct_max_fraction_outside_hu_range); {where}. {_hu_hint(median, p1, p99)}",
+        )
+    if median > limits["ct_body_median_max_hu"]:
+        raise fail(
+            files.ct,
+            f"CT does not look like Hounsfield units {where} (expected a median of "
+            f"{limits['ct_body_median_min_hu']:.0f} to {limits['ct_body_median_max_hu']:.0f} HU, "
+            f"data.checks.ct_body_median_min_hu and _max_hu: soft tissue is 0 to 60 HU). {_hu_hint(median, p1, p99)} "
+            "(Or the mask covers only bone, not the body outline.)",
+        )
+    air = float((inside < AIR_HU).mean())
+    if air > limits["mask_max_air_fraction"]:
+        twice = -1300 <= median <= -700 and float(np.percentile(ct.data[~body], 50) if (~body).any() else 0) < -1500
         raise fail(
             files.mask,
             f"not a body mask: {air:.0%} of its voxels are air in the CT (< {AIR_HU:.0f} HU; "
-            f"a body mask may hold at most {MASK_MAX_AIR_FRACTION:.0%})",
+            f"a body mask may hold at most {limits['mask_max_air_fraction']:.0%}, data.checks.mask_max_air_fraction)"
+            + (f"; or the CT ({files.ct}) is not in HU: {_hu_hint(median, p1, p99)}" if twice else ""),
+        )
+    if median < limits["ct_body_median_min_hu"]:
+        raise fail(
+            files.ct,
+            f"CT does not look like Hounsfield units {where} (expected a median of "
+            f"{limits['ct_body_median_min_hu']:.0f} to {limits['ct_body_median_max_hu']:.0f} HU, "
+            f"data.checks.ct_body_median_min_hu and _max_hu). {_hu_hint(median, p1, p99)}",
+        )
+    tissue = ct.data >= AIR_HU
+    coverage = float((tissue & body).sum() / max(int(tissue.sum()), 1))
+    if coverage < limits["mask_min_tissue_coverage"]:
+        raise fail(
+            files.mask,
+            f"the body mask misses most of the body: it holds {coverage:.0%} of the CT's tissue voxels (>= "
+            f"{AIR_HU:.0f} HU; expected at least {limits['mask_min_tissue_coverage']:.0%}, "
+            "data.checks.mask_min_tissue_coverage): is it cropped, shifted, or another subject's mask?",
         )
     mr_body = volumes["mr"].data[body]
     if mr_body.min() == mr_body.max():
         raise fail(
             files.mr, f"the MR carries no information inside the body mask: every voxel is {float(mr_body.min()):g}"
-        )
-    ct_min = float(ct.data.min())
-    if ct_min > CT_MIN_HU_CEILING:
-        raise fail(
-            files.ct,
-            f"CT does not look like Hounsfield units: minimum {ct_min:.0f} (> {CT_MIN_HU_CEILING:.0f}); air should be "
-            "about -1000. Raw scanner values (e.g. 0..4095) need scl_slope/scl_inter (typically intercept -1024)",
         )
     present: list[int] = []
     if "labels" in volumes:
@@ -367,7 +700,29 @@ def validate_subject(files: SubjectFiles, label_ids: set[int] | None, tolerance_
             unknown = sorted(set(present) - set(label_ids))
             if unknown:
                 raise fail(files.labels, f"label id(s) {unknown} are not in the label table")
-    return {
+        labelled = labels != 0
+        if not present:
+            raise fail(
+                files.labels, "the label map is empty (every voxel is 0); expected the structures of the label table"
+            )
+        off_body = float((labelled & ~body).sum() / labelled.sum())
+        if off_body > limits["labels_max_outside_mask_fraction"]:
+            raise fail(
+                files.labels,
+                f"{off_body:.0%} of the labelled voxels lie outside the body mask ({files.mask}; at most "
+                f"{limits['labels_max_outside_mask_fraction']:.0%}, data.checks.labels_max_outside_mask_fraction): "
+                "the label map does not fit this CT (another subject's, shifted or flipped?)",
+            )
+        label_slices = int(labelled.any(axis=(0, 1)).sum())
+        body_slices = int(body.any(axis=(0, 1)).sum())
+        if label_slices < limits["labels_min_slice_fraction"] * body_slices:
+            raise fail(
+                files.labels,
+                f"the labels cover {label_slices} of the {body_slices} axial slices that hold the body (expected at "
+                f"least {limits['labels_min_slice_fraction']:.0%}, data.checks.labels_min_slice_fraction): a partial "
+                "annotation cannot score a segmentation of the whole volume",
+            )
+    row = {
         "subject": subject,
         "shape": "x".join(map(str, ct.data.shape)),
         "spacing_mm": ",".join(f"{v:.4g}" for v in ct.spacing),
@@ -379,27 +734,63 @@ def validate_subject(files: SubjectFiles, label_ids: set[int] | None, tolerance_
         "mask_voxels": mask_voxels,
         "labels": ",".join(map(str, present)),
     }
+    return row, digests
+
+
+def shared_content(cohort: Cohort, digests: dict[str, dict[str, tuple[str, str]]]) -> dict[str, str]:
+    """Subjects whose files have the content of another subject's (SHA-256 of the file, or of the MR/CT voxels):
+    ``{subject: error}`` for each later subject of a pair, naming the earlier one."""
+    first_seen: dict[tuple[int, str], tuple[str, str]] = {}
+    pairs: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
+    for files in cohort.subjects:
+        for role, digest in digests.get(files.subject, {}).items():
+            for k in (0, 1) if role in ("mr", "ct") else (0,):
+                key = (k, digest[k])
+                if key not in first_seen:
+                    first_seen[key] = (files.subject, role)
+                    continue
+                other, other_role = first_seen[key]
+                if other != files.subject:
+                    pairs.setdefault((other, files.subject), []).append((other_role, role, k))
+                    break
+    errors = {}
+    for (first, second), items in pairs.items():
+        roles = ", ".join(r if r == fr else f"{r} (its {fr})" for fr, r, _ in items)
+        other_role, role, k = items[0]
+        what = "the same bytes (SHA-256 of the files)" if k == 0 else "the same voxel values"
+        errors[second] = (
+            f"subject '{second}': its {roles} have {what} as those of subject '{first}' "
+            f"({cohort[second].paths()[role]} and {cohort[first].paths()[other_role]}): one scan cannot serve two "
+            "subjects (a copied folder?); remove the copy or give the subject its own files"
+        )
+    return errors
 
 
 def validate_cohort(cohort: Cohort, tolerance_mm: float = 0.01, progress: bool = False) -> pd.DataFrame:
-    """Validate every subject (see :func:`validate_subject`); return the summary table."""
+    """Validate every subject (see :func:`validate_subject`, with the cohort's ``data.checks``) and that no two
+    subjects share a scan's content (:func:`shared_content`); return the summary table."""
     from tqdm import tqdm
 
     label_ids = set(read_label_table(cohort.labels_table)) if cohort.labels_table else None
-    rows, errors = [], []
+    rows, errors, digests = {}, {}, {}
     for files in tqdm(cohort.subjects, desc="validating", unit="subject", disable=not progress):
         try:
-            rows.append(validate_subject(files, label_ids, tolerance_mm))
+            rows[files.subject], digests[files.subject] = _validate_subject(
+                files, label_ids, tolerance_mm, cohort.checks
+            )
         except InputError as exc:
-            errors.append(str(exc))
+            errors[files.subject] = str(exc)
+    for subject, error in shared_content(cohort, digests).items():
+        errors.setdefault(subject, error)
     if errors:
+        listed = [errors[s] for s in cohort.ids if s in errors]
         raise InputError(
-            f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation:\n  " + "\n  ".join(errors)
+            f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation:\n  " + "\n  ".join(listed)
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(list(rows.values()))
 
 
-VALIDATION_CACHE_FORMAT = 1
+VALIDATION_CACHE_FORMAT = 2
 
 
 def _file_state(path: Path) -> list[int]:
@@ -412,14 +803,15 @@ def validate_changed(cohort: Cohort, tolerance_mm: float, cache: str | os.PathLi
 
     The gate the workflow runs when it is parsed, before any job: a subject is
     re-read when the size, modification or status-change time of one of its
-    files differs from when it passed (or when the label table or the
-    tolerance changed); passing subjects are remembered in ``cache`` (JSON,
-    written atomically). Raises :class:`InputError` listing every failing
+    files differs from when it passed (or when the label table, the tolerance
+    or ``data.checks`` changed); passing subjects are remembered in ``cache``
+    (JSON, written atomically) with the SHA-256 of their files and voxels, so
+    that a changed subject is also compared with every unchanged one (no two
+    subjects may share a scan). Raises :class:`InputError` listing every failing
     subject with its file; nothing is remembered for them. Because no job
     fails, a bad input never invalidates finished results: once it is fixed
     (or restored byte for byte) Snakemake reruns only what its content changes.
     """
-    import hashlib
     import json
 
     from tqdm import tqdm
@@ -428,44 +820,80 @@ def validate_changed(cohort: Cohort, tolerance_mm: float, cache: str | os.PathLi
 
     cache = Path(cache)
     label_sha = hashlib.sha256(Path(cohort.labels_table).read_bytes()).hexdigest() if cohort.labels_table else None
-    context = {"format": VALIDATION_CACHE_FORMAT, "tolerance_mm": tolerance_mm, "labels_table_sha256": label_sha}
+    checks = {**default_checks(), **cohort.checks}
+    context = {
+        "format": VALIDATION_CACHE_FORMAT,
+        "tolerance_mm": tolerance_mm,
+        "labels_table_sha256": label_sha,
+        "checks": dict(sorted(checks.items())),
+    }
     try:
         stored = json.loads(cache.read_text())
     except (OSError, ValueError):
         stored = {}
-    passed = stored.get("subjects", {}) if {k: stored.get(k) for k in context} == context else {}
+    same_context = {k: stored.get(k) for k in context} == context
+    passed = stored.get("subjects", {}) if same_context else {}
+    digests = (
+        {s: {r: tuple(d) for r, d in v.items()} for s, v in stored.get("digests", {}).items()} if same_context else {}
+    )
     label_ids = set(read_label_table(cohort.labels_table)) if cohort.labels_table else None
     states = {
         s.subject: {role: [str(path), *_file_state(path)] for role, path in s.paths().items()} for s in cohort.subjects
     }
-    todo = [s for s in cohort.subjects if passed.get(s.subject) != states[s.subject]]
-    errors = []
+    todo = [s for s in cohort.subjects if passed.get(s.subject) != states[s.subject] or s.subject not in digests]
+    errors = {}
     for files in tqdm(
         todo, desc="mr2ct: validating the cohort", unit="subject", disable=not (progress and todo), leave=False
     ):
         try:
-            validate_subject(files, label_ids, tolerance_mm)
+            _, digests[files.subject] = _validate_subject(files, label_ids, tolerance_mm, checks)
             passed[files.subject] = states[files.subject]
         except InputError as exc:
             passed.pop(files.subject, None)
-            errors.append(str(exc))
+            digests.pop(files.subject, None)
+            errors[files.subject] = str(exc)
+    for subject, error in shared_content(cohort, {s: digests[s] for s in states if s in digests}).items():
+        passed.pop(subject, None)
+        digests.pop(subject, None)
+        errors.setdefault(subject, error)
     kept = {subject: passed[subject] for subject in states if subject in passed}
-    if todo or kept != stored.get("subjects"):
+    kept_digests = {subject: {r: list(d) for r, d in digests[subject].items()} for subject in kept}
+    if todo or errors or kept != stored.get("subjects") or kept_digests != stored.get("digests"):
         cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cache, json.dumps({**context, "subjects": kept}, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(
+            cache,
+            json.dumps({**context, "subjects": kept, "digests": kept_digests}, indent=1, sort_keys=True) + "\n",
+        )
     if errors:
+        listed = [errors[s] for s in cohort.ids if s in errors]
         raise InputError(
             f"{len(errors)} of {len(cohort.subjects)} subject(s) failed validation (nothing was run; "
-            "fix or replace the files named below and start the workflow again):\n  " + "\n  ".join(errors)
+            "fix or replace the files named below and start the workflow again):\n  " + "\n  ".join(listed)
         )
     return len(todo)
 
 
 def write_validation_report(
-    config: dict[str, Any], out: str | os.PathLike, tolerance_mm: float, results: str = "results"
+    subjects: dict[str, dict[str, str]],
+    labels_table: str | os.PathLike | None,
+    out: str | os.PathLike,
+    tolerance_mm: float,
+    checks: dict[str, Any],
 ) -> Path:
-    """Validate the configured cohort and write the per-subject summary TSV (nothing is written on failure)."""
+    """Validate the volumes ``subjects`` maps (subject → role → file; roles mr, ct, mask and, with a
+    ``labels_table``, labels) and write the per-subject summary TSV (nothing is written on failure)."""
     from .io import atomic_write_text
 
-    table = validate_cohort(cohort_from_config(config, results), tolerance_mm)
+    files = tuple(
+        SubjectFiles(
+            subject,
+            Path(paths["mr"]),
+            Path(paths["ct"]),
+            Path(paths["mask"]),
+            Path(paths["labels"]) if paths.get("labels") else None,
+        )
+        for subject, paths in subjects.items()
+    )
+    cohort = Cohort(files, Path(labels_table) if labels_table else None, checks={**default_checks(), **checks})
+    table = validate_cohort(cohort, tolerance_mm)
     return atomic_write_text(out, table.to_csv(sep="\t", index=False, lineterminator="\n"))

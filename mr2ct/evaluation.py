@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_text, read_volume
+from .io import atomic_write_text, read_table, read_volume
 from .metrics import bone_label_ids, bone_mask, mae, mae_boundary, psnr, segmentation_scores, ssim
 from .preprocess import load_preprocessed
 from .settings import MODEL_LABELS
@@ -236,7 +236,7 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def concat_tables(paths: Sequence[str | os.PathLike], columns: Sequence[str], sort: Sequence[str]) -> pd.DataFrame:
     """Concatenate per-job CSV parts into one table sorted by the experiment's keys."""
-    parts = [pd.read_csv(p) for p in paths]
+    parts = [read_table(p) for p in paths]  # subject ids stay strings (001 is not 1)
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(columns))
     return table[list(columns)].sort_values(list(sort), kind="stable", na_position="first").reset_index(drop=True)
 

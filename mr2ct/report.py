@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .evaluation import write_table
-from .io import atomic_write_text
+from .io import atomic_write_text, read_table
 from .metrics import BONE_PREFIXES
 from .settings import ARMS, MODEL_LABELS, MODELS
 from .statistics import SEGMENTATION_METRICS, SYNTHESIS_METRICS
@@ -47,7 +47,7 @@ def statistics_job(
     for the report's front page); one computation, with the config's seed, for both."""
     from .statistics import segmentation_statistics, statistics_table, summary_table, to_markdown
 
-    synthesis = pd.read_csv(synthesis_csv)
+    synthesis = read_table(synthesis_csv)
     segmentation = None
     parts = [statistics_table(synthesis, SYNTHESIS_METRICS, seed=seed).assign(experiment="synthesis")]
     summaries = [summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model")).assign(experiment="synthesis")]
@@ -58,7 +58,7 @@ def statistics_job(
         to_markdown(summary_table(synthesis, SYNTHESIS_METRICS, by=("size", "model"))),
     ]
     if segmentation_csv:
-        segmentation = pd.read_csv(segmentation_csv)
+        segmentation = read_table(segmentation_csv)
         parts.append(segmentation_statistics(segmentation, seed=seed).assign(experiment="segmentation"))
         seg_summary = summary_table(
             _with_source_model(segmentation), SEGMENTATION_METRICS, by=("size", "model"), counts=("empty_prediction",)
@@ -131,8 +131,8 @@ def figures_job(
     """Figures 1–3 and 5–7 (PNG and PDF) from the tables and the runs' loss tables."""
     from .figures import read_loss_tables, render_all
 
-    synthesis = pd.read_csv(synthesis_csv)
-    segmentation = pd.read_csv(segmentation_csv) if segmentation_csv else None
+    synthesis = read_table(synthesis_csv)
+    segmentation = read_table(segmentation_csv) if segmentation_csv else None
     return render_all(synthesis, segmentation, read_loss_tables(loss_paths, runs), out_dir, seed=seed)
 
 

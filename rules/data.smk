@@ -51,7 +51,7 @@ if COHORT.generated:
 # was parsed, rules/common.smk); no job waits for it, so its rerun never reruns anything else.
 rule validate_cohort:
     input:
-        cohort_files,
+        volumes=cohort_files,
     output:
         f"{RESULTS}/cohort/validation.tsv",
     log:
@@ -65,7 +65,11 @@ rule validate_cohort:
         mem_mb=2000,
         runtime=30,
     params:
+        # which of the input volumes is which subject's MR, CT, mask and labels
+        subjects=COHORT.files_by_subject(),
+        labels_table=str(COHORT.labels_table) if COHORT.labels_table else "",
         tolerance_mm=config["data"]["geometry_tolerance_mm"],
+        checks=config["data"]["checks"],
     script:
         "../workflow_scripts/validate_cohort.py"
 

@@ -149,15 +149,22 @@ def tree_hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def validation_report(config: dict, out: Path, results: str) -> Path:
+    """The validate_cohort job on the cohort a config describes (its files, label table and checks)."""
+    cohort = cohort_from_config(config, results)
+    data = config["data"]
+    return write_validation_report(
+        cohort.files_by_subject(), cohort.labels_table, out, data["geometry_tolerance_mm"], data.get("checks") or {}
+    )
+
+
 def expect_report_failure(config: dict, tmp_path: Path, *fragments: str, results: Path | None = None) -> str:
     """``write_validation_report`` raises an InputError containing every fragment and writes nothing."""
     report_dir = tmp_path / "report"
     report_dir.mkdir(exist_ok=True)
     out = report_dir / "validation.tsv"
     with pytest.raises(InputError) as info:
-        write_validation_report(
-            config, out, config["data"]["geometry_tolerance_mm"], results=str(results or tmp_path / "results")
-        )
+        validation_report(config, out, str(results or tmp_path / "results"))
     message = str(info.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in error message:\n{message}"
@@ -168,9 +175,7 @@ def expect_report_failure(config: dict, tmp_path: Path, *fragments: str, results
 
 def report(config: dict, tmp_path: Path, results: Path | None = None) -> pd.DataFrame:
     out = tmp_path / "report" / "validation.tsv"
-    write_validation_report(
-        config, out, config["data"]["geometry_tolerance_mm"], results=str(results or tmp_path / "results")
-    )
+    validation_report(config, out, str(results or tmp_path / "results"))
     return pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
 
 
@@ -213,7 +218,7 @@ def test_phantom_synthrad_and_sheet_sources_give_the_same_validated_cohort(
         ("sheet", sheet_cfg, None),
     ):
         out = tmp_path / "reports" / f"{name}.tsv"
-        write_validation_report(config, out, 0.01, results=str(results or tmp_path / "results"))
+        validation_report(config, out, str(results or tmp_path / "results"))
         reports[name] = out.read_bytes()
         tables[name] = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
 

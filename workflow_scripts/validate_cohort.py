@@ -6,4 +6,5 @@ from mr2ct.cohort import write_validation_report
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)
-run(sm, lambda: write_validation_report(sm.config, sm.output[0], sm.params.tolerance_mm))
+p = sm.params
+run(sm, lambda: write_validation_report(p.subjects, p.labels_table, sm.output[0], p.tolerance_mm, p.checks))
