@@ -1,7 +1,7 @@
 """Segmenter trial: the fold's CT U-Net trained as the workflow trains it, Dice per structure on real CT.
 
 Usage: python benchmarks/segmenter_trial.py --workdir WORKDIR [--fold 0] [--set key=value ...] --out DIR
-       [--synthetic RUN_DIR]
+       [--synthetic RUN_DIR ...] [--segmenter MODEL_PT]
 
 WORKDIR holds a preprocessed default run (``snakemake --until preprocess splits``). Trains
 ``mr2ct.segmentation.train_segmentation`` on the real CT of the fold's training pool (the
@@ -9,7 +9,8 @@ WORKDIR holds a preprocessed default run (``snakemake --until preprocess splits`
 test subjects at training resolution and prints one JSON line: the mean Dice per structure on
 real CT and, with ``--synthetic`` (a workflow's ``results/synthetic_ct/<size>/<model>/fold<k>/rep<r>``
 folder, or a convergence trial's output folder holding ``generator.pt``), on that model's
-synthetic CT of the same subjects.
+synthetic CT of the same subjects. ``--segmenter`` scores with a segmenter trained before
+(a ``model.pt`` of this script or of the workflow) instead of training one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="segmentation.* overrides, e.g. steps=2000")
     parser.add_argument("--synthetic", nargs="*", type=Path, default=[], help="run folders holding generator.pt")
+    parser.add_argument("--segmenter", type=Path, help="a trained model.pt to score with (no training)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = load_config(ROOT / "config.yaml")
@@ -60,7 +62,7 @@ def main() -> None:
     pre = args.workdir / "results" / "preprocessed"
     settings = SegmentationSettings.from_config(config, args.fold, max(LABELS) + 1)
     start = time.perf_counter()
-    model_path = train_segmentation(
+    model_path = args.segmenter or train_segmentation(
         settings,
         [pre / f"{s}.npz" for s in fold.pool],
         [pre / f"{s}.npz" for s in fold.validation],

@@ -1,4 +1,6 @@
-"""Figures: training curves and montages (evaluation figures join here).
+"""Figures of single runs and subjects: a run's loss curves and validation montages, the
+qualitative figure (figure 4) and the segmenter's curves; the figures drawn from the result
+tables live in :mod:`mr2ct.figures`.
 
 Slices are shown in radiological orientation as cached (anterior up, patient's
 right on the left). CT is displayed in a soft-tissue/bone window of

@@ -9,7 +9,7 @@ column 0 the patient's right. Intensities are normalised to [−1, 1]:
 * CT by a monotone piecewise-linear map of HU (``ct_hu_points`` →
   ``ct_norm_points``, clipped outside), which is inverted exactly on synthesis;
   the default gives soft tissue more of the range than a plain window, which
-  a quick CycleGAN trial found to lower MAE (issue 4 of this project);
+  a CycleGAN trial found to lower MAE (BENCHMARKS.md, convergence study);
 * MR by robust percentiles of the voxels inside the body mask (MR has no
   absolute scale).
 
