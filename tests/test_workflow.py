@@ -235,7 +235,7 @@ def test_rerun_has_nothing_to_do(tiny_run):
 def test_a_changed_seed_or_split_setting_rewrites_the_splits_table(tiny_run):
     """splits.tsv depends on the subjects, the seed and the split settings, all in the job's params:
     the table a user reads never disagrees with the folds that were trained."""
-    for change in ("seed=43", "splits={pairing: paired}"):
+    for change in ("seed=43", "splits={pairing: shuffled}"):
         plan = snakemake(tiny_run, "--configfile", str(ROOT / "configs/tiny.yaml"), "--config", change, "-n")
         assert job_counts(plan.stdout).get("splits") == 1, change
 
