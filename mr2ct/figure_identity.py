@@ -9,12 +9,14 @@ stays byte-reproducible for an identical job.
 from __future__ import annotations
 
 import os
-import re
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["PNG_KEYS", "embedded_identity", "identity_metadata", "read_png_text", "stamp_png", "stamp_pngs"]
+from .io import atomic_write_bytes
+from .job_identity import current_identity
+
+__all__ = ["PNG_KEYS", "identity_metadata", "read_png_text", "stamp_png", "stamp_pngs"]
 
 PNG_KEYS = {"record": "mr2ct-record", "commit": "mr2ct-commit", "config_sha256": "mr2ct-config-sha256"}
 UNKNOWN = "unknown"
@@ -28,8 +30,6 @@ def identity_metadata(fmt: str, identity: Mapping[str, str] | None = None) -> di
     ``Subject`` and ``Keywords`` of the document information dictionary.
     """
     if identity is None:
-        from .provenance import current_identity
-
         identity = current_identity()
     if not identity:
         return {}
@@ -43,8 +43,8 @@ def identity_metadata(fmt: str, identity: Mapping[str, str] | None = None) -> di
 
 
 def stamp_pngs(paths: Iterable[Path], identity: Mapping[str, str]) -> None:
-    fields = identity_metadata("png", identity)
     """Stamp ``identity`` into every PNG of ``paths`` that does not carry it yet."""
+    fields = identity_metadata("png", identity)
     for png in paths:
         try:
             if read_png_text(png).get(PNG_KEYS["record"]) != identity["record"]:
@@ -121,26 +121,5 @@ def stamp_png(path: str | os.PathLike, fields: Mapping[str, str]) -> Path:
         except UnicodeEncodeError:
             new.append(_chunk(b"iTXt", keyword + b"\0\0\0\0\0" + str(value).encode("utf-8")))
     body = b"".join(_chunk(k, p) for k, p in kept[:-1])
-    _atomic_bytes(path, _PNG_SIGNATURE + body + b"".join(new) + _chunk(*kept[-1]))
+    atomic_write_bytes(path, _PNG_SIGNATURE + body + b"".join(new) + _chunk(*kept[-1]))
     return path
-
-
-def _atomic_bytes(path: Path, payload: bytes) -> None:
-    from .io import atomic_write_bytes
-
-    atomic_write_bytes(path, payload)
-
-
-_PDF_IDENTITY = re.compile(rb"mr2ct-(record|commit|config-sha256)=([A-Za-z0-9_.\-]+)")
-
-
-def embedded_identity(path: str | os.PathLike) -> dict[str, str]:
-    """The identity a figure carries: PNG text chunks or PDF Keywords (``{}`` when none)."""
-    path = Path(path)
-    if path.suffix.lower() == ".png":
-        text = read_png_text(path)
-        return {field: text[key] for field, key in PNG_KEYS.items() if key in text}
-    if path.suffix.lower() == ".pdf":
-        found = {m.group(1).decode(): m.group(2).decode() for m in _PDF_IDENTITY.finditer(path.read_bytes())}
-        return {field: found[key[len("mr2ct-") :]] for field, key in PNG_KEYS.items() if key[len("mr2ct-") :] in found}
-    return {}

@@ -57,6 +57,7 @@ from typing import Any
 
 from .figure_identity import stamp_pngs
 from .io import InputError
+from .job_identity import publish, withdraw
 
 __all__ = [
     "JobContext",
@@ -66,7 +67,6 @@ __all__ = [
     "canonical_json",
     "code_version",
     "config_sha256",
-    "current_identity",
     "fingerprint",
     "job_record",
     "note",
@@ -83,7 +83,6 @@ SIDECAR_SUFFIX = ".prov.json"
 INDEX_SUFFIX = ".prov.json"
 EXTERNAL_INDEX = "+outside"  # index entries of inputs outside results/ (named by path hash)
 BUFFER_BYTES = 8 << 20
-ENV_IDENTITY = "MR2CT_PROVENANCE_IDENTITY"
 #: PNG text-chunk keywords of a figure's identity
 SOFTWARE = (
     "torch",
@@ -554,8 +553,7 @@ def begin_job(
 ) -> JobContext:
     """Fingerprint the inputs and fix the record id; call before the job's work.
 
-    Makes the id available to :func:`mr2ct.figure_identity.identity_metadata` (figures) in this
-    process and, through ``$MR2CT_PROVENANCE_IDENTITY``, its children.
+    Publishes the id (:mod:`mr2ct.job_identity`) for the figures of this process and its children.
     ``workdir`` defaults to the current directory (Snakemake's working
     directory); the workflow root is found from the script's folder. ``code``
     replaces :func:`code_version` (for callers that already know it, and tests).
@@ -607,21 +605,8 @@ def begin_job(
         inputs,
     )
     _CURRENT = context
-    os.environ[ENV_IDENTITY] = json.dumps(context.identity)
+    publish(context.identity)
     return context
-
-
-def current_identity() -> dict[str, str] | None:
-    """Record id, commit, config hash and rule of the job running in this process (or its parent)."""
-    if _CURRENT is not None:
-        return _CURRENT.identity
-    raw = os.environ.get(ENV_IDENTITY)
-    if raw:
-        with contextlib.suppress(ValueError):
-            value = json.loads(raw)
-            if isinstance(value, dict) and value.get("record"):
-                return value
-    return None
 
 
 def note(key: str, value: Any) -> None:
@@ -732,7 +717,7 @@ def write_job_record(snakemake: Any, context: JobContext, *, extra_outputs: Iter
                 )
     if _CURRENT is context:
         _CURRENT = None
-        os.environ.pop(ENV_IDENTITY, None)
+        withdraw()
     return record_file
 
 
@@ -746,6 +731,6 @@ def job_record(snakemake: Any, **kwargs: Any) -> Iterator[JobContext]:
     except BaseException:
         if _CURRENT is context:
             _CURRENT = None
-            os.environ.pop(ENV_IDENTITY, None)
+            withdraw()
         raise
     write_job_record(snakemake, context)

@@ -58,9 +58,8 @@ def run(snakemake: Any, job: Callable[[], Any]) -> Any:
     logger.info("rule %s %s (threads=%d)", snakemake.rule, wildcards, threads)
     start = time.perf_counter()
     try:
-        context = provenance.begin_job(snakemake)
-        result = job()
-        provenance.write_job_record(snakemake, context)
+        with provenance.job_record(snakemake):
+            result = job()
     except Exception:
         logger.exception("rule %s failed", snakemake.rule)
         raise

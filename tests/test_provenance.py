@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -26,8 +27,9 @@ import yaml  # noqa: E402
 
 from mr2ct import provenance  # noqa: E402
 from mr2ct.audit import add_audit_parser, audit, iter_tree, render_text  # noqa: E402
-from mr2ct.figure_identity import embedded_identity, identity_metadata, read_png_text, stamp_png  # noqa: E402
+from mr2ct.figure_identity import PNG_KEYS, identity_metadata, read_png_text, stamp_png  # noqa: E402
 from mr2ct.io import InputError  # noqa: E402
+from mr2ct.job_identity import ENV_IDENTITY, current_identity  # noqa: E402
 from mr2ct.provenance import ProvenanceError, begin_job, config_sha256, write_job_record  # noqa: E402
 
 from .conftest import ROOT  # noqa: E402
@@ -35,6 +37,21 @@ from .conftest import ROOT  # noqa: E402
 CONFIG = {"seed": 42, "data": {"subjects": 2}, "train": {"steps": 10, "lr": 2.0e-4}, "models": ["a", "b"]}
 CONFIG_B = {**CONFIG, "data": {"subjects": 3}}
 HAVE_GIT = shutil.which("git") is not None
+
+
+_PDF_IDENTITY = re.compile(rb"mr2ct-(record|commit|config-sha256)=([A-Za-z0-9_.\-]+)")
+
+
+def embedded_identity(path: str | os.PathLike) -> dict[str, str]:
+    """The identity a figure carries: PNG text chunks or PDF Keywords (``{}`` when none)."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        text = read_png_text(path)
+        return {field: text[key] for field, key in PNG_KEYS.items() if key in text}
+    if path.suffix.lower() == ".pdf":
+        found = {m.group(1).decode(): m.group(2).decode() for m in _PDF_IDENTITY.finditer(path.read_bytes())}
+        return {field: found[key[len("mr2ct-") :]] for field, key in PNG_KEYS.items() if key[len("mr2ct-") :] in found}
+    return {}
 
 
 class Files(list):
@@ -418,7 +435,7 @@ def test_stamp_png_keeps_pixels_and_replaces_keys(tmp_path):
 
 
 def test_identity_metadata_is_empty_outside_a_job(monkeypatch):
-    monkeypatch.delenv(provenance.ENV_IDENTITY, raising=False)
+    monkeypatch.delenv(ENV_IDENTITY, raising=False)
     monkeypatch.setattr(provenance, "_CURRENT", None)
     assert identity_metadata("png") == {} and identity_metadata(".pdf") == {}
 
@@ -488,7 +505,7 @@ def test_failed_job_writes_no_record(wf):
         with provenance.job_record(job, workdir=wf):
             raise RuntimeError("job failed")
     assert not (wf / "results/provenance/records").exists()
-    assert provenance.current_identity() is None
+    assert current_identity() is None
 
 
 def test_audit_of_many_records_is_fast(tmp_path):
@@ -701,8 +718,8 @@ def test_job_identity_reaches_child_processes_and_ends_with_the_record(wf, monke
     seen = {}
 
     def work():
-        seen["job"] = provenance.current_identity()
-        seen["environment"] = json.loads(os.environ[provenance.ENV_IDENTITY])
+        seen["job"] = current_identity()
+        seen["environment"] = json.loads(os.environ[ENV_IDENTITY])
         (wf / "results/tables").mkdir(parents=True, exist_ok=True)
         (wf / "results/tables/t.tsv").write_text("x\n")
 
@@ -711,11 +728,11 @@ def test_job_identity_reaches_child_processes_and_ends_with_the_record(wf, monke
     )
     record_id = run_job(wf, job, work)
     assert seen["job"]["record"] == record_id and seen["environment"] == seen["job"]
-    assert provenance.current_identity() is None and provenance.ENV_IDENTITY not in os.environ
-    monkeypatch.setenv(provenance.ENV_IDENTITY, json.dumps(seen["environment"]))  # what a child process sees
-    assert provenance.current_identity() == seen["job"]
-    monkeypatch.setenv(provenance.ENV_IDENTITY, "not json")
-    assert provenance.current_identity() is None
+    assert current_identity() is None and ENV_IDENTITY not in os.environ
+    monkeypatch.setenv(ENV_IDENTITY, json.dumps(seen["environment"]))  # what a child process sees
+    assert current_identity() == seen["job"]
+    monkeypatch.setenv(ENV_IDENTITY, "not json")
+    assert current_identity() is None
 
 
 def test_records_name_the_host_and_the_instruction_set_torch_dispatches_to():
