@@ -306,25 +306,7 @@ def train_segmentation(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = training_device(s.device)
     started = time.monotonic()
-
-    if not caches:
-        raise InputError("train_segmentation needs at least one training cache")
-    subjects = _load_labelled(caches, s.n_classes, "training")
-    val_subjects = _load_labelled(validation_caches, s.n_classes, "validation")
-    picks = [subj.body_slices(s.min_body_fraction) for subj in subjects]
-    images = (
-        torch.from_numpy(np.concatenate([subj.ct[k] for subj, k in zip(subjects, picks)])).unsqueeze(1).contiguous()
-    )
-    labels = torch.from_numpy(np.concatenate([subj.labels[k] for subj, k in zip(subjects, picks)]).astype(np.int64))
-    if len(images) == 0:
-        raise InputError(f"no training slice has a body fraction ≥ {s.min_body_fraction}")
-    log.info(
-        "segmentation: %d CT slices from %d subject(s), %d validation subject(s), %d classes",
-        len(images),
-        len(subjects),
-        len(val_subjects),
-        s.n_classes,
-    )
+    images, labels, val_subjects = training_slices(s, caches, validation_caches)
 
     run = SegmentationRun(s, device, np.bincount(labels.numpy().ravel(), minlength=s.n_classes))
     checkpoint = out_dir / "checkpoint.pt"
@@ -372,9 +354,39 @@ def train_segmentation(
     plot_segmentation_losses(
         out_dir / "loss_curves.png", np.asarray(run.history).reshape(-1, len(LOSS_COLUMNS)), run.validation
     )
-    model_path = out_dir / "model.pt"
+    return save_segmenter(run, identity, out_dir / "model.pt")
+
+
+def training_slices(
+    s: SegmentationSettings, caches: Sequence[str | os.PathLike], validation_caches: Sequence[str | os.PathLike]
+) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The real-CT slices with enough body and their label slices, and the validation subjects."""
+    if not caches:
+        raise InputError("train_segmentation needs at least one training cache")
+    subjects = _load_labelled(caches, s.n_classes, "training")
+    val_subjects = _load_labelled(validation_caches, s.n_classes, "validation")
+    picks = [subj.body_slices(s.min_body_fraction) for subj in subjects]
+    images = (
+        torch.from_numpy(np.concatenate([subj.ct[k] for subj, k in zip(subjects, picks)])).unsqueeze(1).contiguous()
+    )
+    labels = torch.from_numpy(np.concatenate([subj.labels[k] for subj, k in zip(subjects, picks)]).astype(np.int64))
+    if len(images) == 0:
+        raise InputError(f"no training slice has a body fraction ≥ {s.min_body_fraction}")
+    log.info(
+        "segmentation: %d CT slices from %d subject(s), %d validation subject(s), %d classes",
+        len(images),
+        len(subjects),
+        len(val_subjects),
+        s.n_classes,
+    )
+    return images, labels, val_subjects
+
+
+def save_segmenter(run: SegmentationRun, identity: dict, path: Path) -> Path:
+    """Write the final U-Net with what rebuilds it (classes, width, depth) to ``path``."""
+    s = run.settings
     save_checkpoint(
-        model_path,
+        path,
         {
             "state_dict": run.net.state_dict(),
             "n_classes": s.n_classes,
@@ -385,7 +397,7 @@ def train_segmentation(
             "data": identity["data"],
         },
     )
-    return model_path
+    return path
 
 
 def load_segmenter(path: str | os.PathLike, device: str = "cpu") -> UNet2d:

@@ -35,7 +35,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -516,32 +517,25 @@ def evaluate(
 # --------------------------------------------------------------------------
 
 
-def train_run(
-    settings: TrainSettings,
+@dataclass
+class TrainingData:
+    """What a run trains and validates on: slice pools of the training subjects, the validation
+    subjects and the constant baseline (mean HU of the training CTs' bodies)."""
+
+    mr_pool: torch.Tensor
+    ct_pool: torch.Tensor
+    validation: list[PreprocessedSubject]
+    baseline_hu: float
+
+
+def load_training_data(
+    s: TrainSettings,
     mr_caches: Sequence[str | os.PathLike],
     ct_caches: Sequence[str | os.PathLike],
     validation_caches: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    progress: bool = True,
-    bone_labels: Sequence[int] = (),
-) -> Path:
-    """Train one run into ``out_dir`` and return the path of its ``generator.pt``.
-
-    ``bone_labels`` are the label ids of bone (for the boundary MAE of the validation log).
-
-    For ``reference_supervised`` the MR and CT caches must be the same subjects
-    (paired slices). Resumes from ``out_dir/checkpoint.pt`` when present and
-    written by the same settings. With a time budget, stops after writing a
-    checkpoint and raises :class:`~mr2ct.resumable.TrainingInterrupted`.
-    """
-    from .plotting import plot_losses, plot_montage
-
-    s = settings
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = training_device(s.device)
-    started = time.monotonic()
-
+) -> TrainingData:
+    """The run's slices from its caches; refuses crops larger than the slices and unpaired
+    caches for the supervised reference."""
     mr_subjects = [load_preprocessed(p) for p in mr_caches]
     ct_subjects = [load_preprocessed(p) for p in ct_caches]
     val_subjects = [load_preprocessed(p) for p in validation_caches]
@@ -564,6 +558,105 @@ def train_run(
         len(val_subjects),
     )
     baseline_hu = float(np.mean([subj.ct_hu(subj.ct)[subj.mask > 0].mean() for subj in ct_subjects]))
+    return TrainingData(mr_pool, ct_pool, val_subjects, baseline_hu)
+
+
+def validation_callback(
+    run: TrainingRun, data: TrainingData, device: torch.device, bone_labels: Sequence[int], out_dir: Path
+) -> Callable[[], None]:
+    """What the run does at each validation: score G_CT on the validation subjects (MAE, boundary
+    MAE, constant baseline), remember the best G_CT, draw a montage, log one line."""
+    from .plotting import plot_montage
+
+    val_subjects = data.validation
+
+    def validate() -> None:
+        if not val_subjects:
+            return
+        for net in run.nets.values():
+            net.eval()
+        scores, predictions = evaluate(run.g_ct, val_subjects, device, bone_labels)
+        scores.update(
+            step=run.step,
+            baseline_constant_mae=float(
+                np.mean([mae(v.ct_hu(v.ct), np.full_like(v.ct, data.baseline_hu), v.mask > 0) for v in val_subjects])
+            ),
+        )
+        run.validation.append(scores)
+        if run.step > 0:
+            run.remember_if_best(scores["mae"])
+        plot_montage(
+            out_dir / "montages" / f"step{run.step:06d}.png",
+            val_subjects[0],
+            predictions[0],
+            title=f"{run.settings.model}, step {run.step}: validation MAE {scores['mae']:.0f} HU",
+        )
+        for net in run.nets.values():
+            net.train()
+        log.info(
+            "step %d: validation MAE %.1f HU, boundary MAE %.1f HU (constant baseline %.1f HU)",
+            run.step,
+            scores["mae"],
+            scores["mae_boundary"],
+            scores["baseline_constant_mae"],
+        )
+
+    return validate
+
+
+def save_generator(run: TrainingRun, identity: Mapping[str, Any], path: Path) -> Path:
+    """Write the selected G_CT (lowest validation MAE, else the last) with its spec to ``path``."""
+    s = run.settings
+    selected = run.best_state if run.best_state is not None else run.g_ct.state_dict()
+    selected_step = run.best_step if run.best_state is not None else run.step
+    log.info(
+        "selected G_CT of step %d (lowest validation MAE)"
+        if run.best_state is not None
+        else "selected the final G_CT (step %d)",
+        selected_step,
+    )
+    save_checkpoint(
+        path,
+        {
+            "state_dict": selected,
+            "spec": run.g_ct_spec.as_dict(),
+            "precision": run.precision,
+            "data": identity["data"],
+            "digest": s.digest(),
+            "model": s.model,
+            "steps": s.steps,
+            "selected_step": selected_step,
+        },
+    )
+    return path
+
+
+def train_run(
+    settings: TrainSettings,
+    mr_caches: Sequence[str | os.PathLike],
+    ct_caches: Sequence[str | os.PathLike],
+    validation_caches: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    bone_labels: Sequence[int] = (),
+) -> Path:
+    """Train one run into ``out_dir`` and return the path of its ``generator.pt``.
+
+    ``bone_labels`` are the label ids of bone (for the boundary MAE of the validation log).
+
+    For ``reference_supervised`` the MR and CT caches must be the same subjects
+    (paired slices). Resumes from ``out_dir/checkpoint.pt`` when present and
+    written by the same settings. With a time budget, stops after writing a
+    checkpoint and raises :class:`~mr2ct.resumable.TrainingInterrupted`.
+    """
+    from .plotting import plot_losses
+
+    s = settings
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = training_device(s.device)
+    started = time.monotonic()
+    data = load_training_data(s, mr_caches, ct_caches, validation_caches)
 
     run = new_run(s, device)
     checkpoint = out_dir / "checkpoint.pt"
@@ -578,44 +671,13 @@ def train_run(
     }
     resume(run, checkpoint, identity)
 
-    def validate() -> None:
-        if not val_subjects:
-            return
-        for net in run.nets.values():
-            net.eval()
-        scores, predictions = evaluate(run.g_ct, val_subjects, device, bone_labels)
-        scores.update(
-            step=run.step,
-            baseline_constant_mae=float(
-                np.mean([mae(v.ct_hu(v.ct), np.full_like(v.ct, baseline_hu), v.mask > 0) for v in val_subjects])
-            ),
-        )
-        run.validation.append(scores)
-        if run.step > 0:
-            run.remember_if_best(scores["mae"])
-        plot_montage(
-            out_dir / "montages" / f"step{run.step:06d}.png",
-            val_subjects[0],
-            predictions[0],
-            title=f"{s.model}, step {run.step}: validation MAE {scores['mae']:.0f} HU",
-        )
-        for net in run.nets.values():
-            net.train()
-        log.info(
-            "step %d: validation MAE %.1f HU, boundary MAE %.1f HU (constant baseline %.1f HU)",
-            run.step,
-            scores["mae"],
-            scores["mae_boundary"],
-            scores["baseline_constant_mae"],
-        )
-
     def transform(images: list[torch.Tensor]) -> list[torch.Tensor]:
         if s.augment:
             images = augment_geometry(images, run.data_rng)
         return random_crop(images, s.crop_size, run.data_rng) if s.crop_size else images
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        mr, ct = run.sample(mr_pool, ct_pool, transform)
+        mr, ct = run.sample(data.mr_pool, data.ct_pool, transform)
         mr, ct = mr.to(device), ct.to(device)
         if s.channels_last:
             mr, ct = mr.contiguous(memory_format=torch.channels_last), ct.contiguous(memory_format=torch.channels_last)
@@ -627,7 +689,7 @@ def train_run(
         checkpoint,
         identity,
         next_batch,
-        validate,
+        validation_callback(run, data, device, bone_labels, out_dir),
         desc=f"train {s.model}",
         progress=progress,
         postfix={"G": "loss_g", "cyc": "cycle", "D": "loss_d"},
@@ -635,26 +697,4 @@ def train_run(
     )
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation)
     plot_losses(out_dir / "loss_curves.png", np.asarray(run.history), LOSS_COLUMNS, run.validation, title=f"{s.model}")
-    generator_path = out_dir / "generator.pt"
-    selected = run.best_state if run.best_state is not None else run.g_ct.state_dict()
-    selected_step = run.best_step if run.best_state is not None else run.step
-    log.info(
-        "selected G_CT of step %d (lowest validation MAE)"
-        if run.best_state is not None
-        else "selected the final G_CT (step %d)",
-        selected_step,
-    )
-    save_checkpoint(
-        generator_path,
-        {
-            "state_dict": selected,
-            "spec": run.g_ct_spec.as_dict(),
-            "precision": run.precision,
-            "data": identity["data"],
-            "digest": s.digest(),
-            "model": s.model,
-            "steps": s.steps,
-            "selected_step": selected_step,
-        },
-    )
-    return generator_path
+    return save_generator(run, identity, out_dir / "generator.pt")
