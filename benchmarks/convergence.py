@@ -6,7 +6,7 @@ Usage: python benchmarks/convergence.py --workdir WORKDIR [--configfile OVERLAY.
 WORKDIR is a finished (or data-stage-only: ``snakemake --until preprocess``) run of the default
 config (with the same ``--configfile`` overlay, if any); its ``results/preprocessed/`` caches set
 the image size (preprocess a second workdir with ``--config preprocess='{image_size: 96}'`` to try
-another). Trains with ``mr2ct.training.train_run``
+another). Trains with ``mr2ct.models.training.train_run``
 (validation MAE at training resolution every ``--eval-every`` steps, in ``DIR/validation.tsv``),
 then applies the selected generator to the fold's test subjects, resamples to the CT grid and
 prints one JSON line: MAE and boundary MAE at full resolution, the constant baseline of the same
@@ -25,15 +25,15 @@ import numpy as np
 import torch
 
 from mr2ct.config import load_config, load_yaml
-from mr2ct.devices import resolve_precision
-from mr2ct.io import read_volume
-from mr2ct.metrics import mae, mae_boundary
-from mr2ct.phantom import subject_ids
-from mr2ct.preprocess import load_preprocessed
+from mr2ct.data.io import read_volume
+from mr2ct.data.phantom import subject_ids
+from mr2ct.data.preprocess import load_preprocessed
+from mr2ct.data.splits import splits_from_config
+from mr2ct.evaluation.metrics import mae, mae_boundary
+from mr2ct.models.devices import resolve_precision
+from mr2ct.models.synthesis import load_generator, predict_ct, synthetic_volume
+from mr2ct.models.training import train_run
 from mr2ct.settings import TrainSettings
-from mr2ct.splits import splits_from_config
-from mr2ct.synthesis import load_generator, predict_ct, synthetic_volume
-from mr2ct.training import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

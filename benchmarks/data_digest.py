@@ -1,4 +1,4 @@
-"""Cost of the data digest that training checkpoints carry (``mr2ct.resumable.data_identity``).
+"""Cost of the data digest that training checkpoints carry (``mr2ct.models.resumable.data_identity``).
 
 Usage: python benchmarks/data_digest.py WORKDIR [--repeat 3]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mr2ct.resumable import data_identity
+from mr2ct.models.resumable import data_identity
 
 
 def main() -> None:

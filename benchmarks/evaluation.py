@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mr2ct.evaluation import (
+from mr2ct.evaluation.scoring import (
     reference_metrics_job,
     segmentation_metrics_job,
     subject_inputs,

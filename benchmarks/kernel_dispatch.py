@@ -23,7 +23,7 @@ from pathlib import Path
 
 WORKER = r"""
 import sys, torch, numpy as np
-from mr2ct.training import TrainSettings, new_run
+from mr2ct.models.training import TrainSettings, new_run
 torch.set_num_threads(1)
 steps, size, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 run = new_run(TrainSettings(model="cyclegan_gc", gc_weight=5.0, amp="none", seed=7), torch.device("cpu"))

@@ -1,10 +1,10 @@
 """Mutation score per module from a mutmut 3 run (settings: ``[tool.mutmut]`` in pyproject.toml).
 
-Usage: pip install mutmut==3.8.1 && mutmut run [--max-children 2] ["mr2ct.losses*" ...]
+Usage: pip install mutmut==3.8.1 && mutmut run [--max-children 2] ["mr2ct.models.losses*" ...]
        python benchmarks/mutation_score.py [--mutants mutants] [--survivors]
        mutmut run --max-children 2 $(python benchmarks/mutation_score.py --sample 50 training audit)
 
-Reads mutmut's per-file results (``mutants/mr2ct/*.py.meta``) and prints one markdown row per
+Reads mutmut's per-file results (``mutants/mr2ct/**/*.py.meta``) and prints one markdown row per
 mutated module: mutants in all, killed (a test failed, or the mutant timed out), survived, not
 covered by the fast tier ("no tests"), not yet checked; the score over the checked mutants the
 fast tier covers, and the strict score that counts uncovered mutants as survivors.
@@ -39,7 +39,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def sample(mutants: Path, modules: list[str], n: int, seed: int) -> list[str]:
-    """``n`` unchecked mutant names per module (``training`` → ``mutants/mr2ct/training.py.meta``)."""
+    """``n`` unchecked mutant names per module (``models/training`` → ``mutants/mr2ct/models/training.py.meta``)."""
     rng = random.Random(seed)
     names = []
     for module in modules:
@@ -49,13 +49,18 @@ def sample(mutants: Path, modules: list[str], n: int, seed: int) -> list[str]:
     return names
 
 
+def module_name(meta: Path, mutants: Path) -> str:
+    """``mutants/mr2ct/models/training.py.meta`` -> ``models/training.py``."""
+    return meta.relative_to(mutants / "mr2ct").as_posix().removesuffix(".meta")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mutants", type=Path, default=Path("mutants"))
     parser.add_argument("--survivors", action="store_true")
     parser.add_argument("--sample", type=int, metavar="N", help="print N unchecked mutant names per module")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("modules", nargs="*", help="with --sample: modules to sample (e.g. training audit)")
+    parser.add_argument("modules", nargs="*", help="with --sample: modules (e.g. models/training)")
     args = parser.parse_args()
     if args.sample:
         print("\n".join(sample(args.mutants, args.modules, args.sample, args.seed)))
@@ -63,7 +68,7 @@ def main() -> None:
     print("| module | mutants | killed | survived | no tests | not checked | score (covered) | strict score |")
     print("|---|---|---|---|---|---|---|---|")
     survivors: Counter[str] = Counter()
-    for meta in sorted(args.mutants.glob("mr2ct/*.py.meta")):
+    for meta in sorted(args.mutants.glob("mr2ct/**/*.py.meta")):
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         killed = sum(code in KILLED for code in codes.values())
         survived = [key for key, code in codes.items() if code == 0]
@@ -76,10 +81,10 @@ def main() -> None:
             low, high = wilson(killed, covered)
             estimate = f" (95 % CI {low:.0%}–{high:.0%})"
         print(
-            f"| {meta.name.removesuffix('.meta')} | {len(codes)} | {killed} | {len(survived)} | {no_tests} | "
+            f"| {module_name(meta, args.mutants)} | {len(codes)} | {killed} | {len(survived)} | {no_tests} | "
             f"{unchecked} | {killed / covered:.1%}{estimate} | {killed / strict:.1%} |"
             if covered
-            else f"| {meta.name.removesuffix('.meta')} | {len(codes)} | 0 | 0 | {no_tests} | {unchecked} | – | – |"
+            else f"| {module_name(meta, args.mutants)} | {len(codes)} | 0 | 0 | {no_tests} | {unchecked} | – | – |"
         )
         survivors.update(key.rsplit("__mutmut_", 1)[0] for key in survived)
     if args.survivors:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mr2ct.phantom import PhantomSettings, write_cohort
+from mr2ct.data.phantom import PhantomSettings, write_cohort
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Usage: python benchmarks/provenance_overhead.py [WORKDIR] [--wall SECONDS]
        [--figure results/figures/mae_vs_training_size.png]
 
-What a job pays for its record (``mr2ct.provenance.begin_job`` / ``write_job_record``):
+What a job pays for its record (``mr2ct.provenance.records.begin_job`` / ``write_job_record``):
 hashing each *output* once (inputs reuse the hash their producer recorded, matched by size
 and mtime), the code version (git), software versions and host, and writing the JSON. This
 script repeats that work for every record of the run in ``WORKDIR`` — outputs hashed afresh
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from mr2ct import provenance
+from mr2ct.provenance import records as provenance
 
 
 def main() -> None:

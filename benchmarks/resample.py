@@ -18,7 +18,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from mr2ct.preprocess import SliceGrid, resample_planes
+from mr2ct.data.preprocess import SliceGrid, resample_planes
 
 
 def scipy_to_volume(grid: SliceGrid, slices: np.ndarray, shape_xy: tuple[int, int], cval: float) -> np.ndarray:

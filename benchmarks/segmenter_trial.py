@@ -4,7 +4,7 @@ Usage: python benchmarks/segmenter_trial.py --workdir WORKDIR [--fold 0] [--set 
        [--synthetic RUN_DIR ...] [--segmenter MODEL_PT]
 
 WORKDIR holds a preprocessed default run (``snakemake --until preprocess splits``). Trains
-``mr2ct.segmentation.train_segmentation`` on the real CT of the fold's training pool (the
+``mr2ct.segmentation.segmenter.train_segmentation`` on the real CT of the fold's training pool (the
 ``segmentation:`` settings of config.yaml with ``--set`` overrides), then segments the fold's
 test subjects at training resolution and prints one JSON line: the mean Dice per structure on
 real CT and, with ``--synthetic`` (a workflow's ``results/synthetic_ct/<size>/<model>/fold<k>/rep<r>``
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from mr2ct.config import load_config
-from mr2ct.phantom import LABELS, subject_ids
-from mr2ct.preprocess import load_preprocessed, normalise_ct
-from mr2ct.segmentation import SegmentationSettings, load_segmenter, predict_labels, train_segmentation
-from mr2ct.splits import splits_from_config
-from mr2ct.synthesis import load_generator, predict_ct
+from mr2ct.data.phantom import LABELS, subject_ids
+from mr2ct.data.preprocess import load_preprocessed, normalise_ct
+from mr2ct.data.splits import splits_from_config
+from mr2ct.models.synthesis import load_generator, predict_ct
+from mr2ct.segmentation.segmenter import SegmentationSettings, load_segmenter, predict_labels, train_segmentation
 
 ROOT = Path(__file__).resolve().parents[1]
 

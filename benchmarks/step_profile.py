@@ -10,7 +10,7 @@ as the workflow's training jobs. Alternates, ``--rounds`` times:
   the same settings), one fixed random batch, nothing else: generator forward and backward,
   GC, discriminator step; no sampling, augmentation, image pool, validation, logging or
   checkpoints;
-* **workflow**: ``mr2ct.training.train_run`` on the fold's real training caches for
+* **workflow**: ``mr2ct.models.training.train_run`` on the fold's real training caches for
   ``--steps`` steps with the config's validation and checkpoint schedule (``eval_every``,
   ``checkpoint_every``), timed by part (batch drawing and augmentation, the optimisation step,
   validation with its montage, checkpoints, and the rest).
@@ -34,16 +34,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import mr2ct.devices
-import mr2ct.plotting
-import mr2ct.resumable
-import mr2ct.training
+import mr2ct.models.devices
+import mr2ct.models.resumable
+import mr2ct.models.training
+import mr2ct.report.plotting
 from mr2ct.config import load_config
-from mr2ct.devices import training_device
-from mr2ct.phantom import subject_ids
+from mr2ct.data.phantom import subject_ids
+from mr2ct.data.splits import splits_from_config
+from mr2ct.models.devices import training_device
+from mr2ct.models.training import new_run
 from mr2ct.settings import TrainSettings
-from mr2ct.splits import splits_from_config
-from mr2ct.training import new_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,18 +105,20 @@ def minimal_loop(settings: TrainSettings, device: torch.device, batch, steps: in
 def workflow_loop(settings: TrainSettings, caches: dict[str, list[Path]]) -> tuple[float, dict[str, float]]:
     """Seconds of ``train_run`` and their split by part."""
     timer = PartTimer()
-    timer.wrap(mr2ct.training, "augment_geometry", "batch drawing and augmentation")
-    timer.wrap(mr2ct.training, "evaluate", "validation (prediction, scores)")
-    timer.wrap(mr2ct.plotting, "plot_montage", "validation montage")
-    timer.wrap(mr2ct.plotting, "plot_losses", "loss curves")
-    timer.wrap(mr2ct.resumable, "save_checkpoint", "checkpoints")
-    timer.wrap(mr2ct.training, "save_checkpoint", "checkpoints")
-    for cls in (mr2ct.training.CycleGANRun, mr2ct.training.SupervisedRun):
+    timer.wrap(mr2ct.models.training, "augment_geometry", "batch drawing and augmentation")
+    timer.wrap(mr2ct.models.training, "evaluate", "validation (prediction, scores)")
+    timer.wrap(mr2ct.report.plotting, "plot_montage", "validation montage")
+    timer.wrap(mr2ct.report.plotting, "plot_losses", "loss curves")
+    timer.wrap(mr2ct.models.resumable, "save_checkpoint", "checkpoints")
+    timer.wrap(mr2ct.models.training, "save_checkpoint", "checkpoints")
+    for cls in (mr2ct.models.training.CycleGANRun, mr2ct.models.training.SupervisedRun):
         timer.wrap(cls, "train_step", "optimisation step")
     try:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            mr2ct.training.train_run(settings, caches["mr"], caches["ct"], caches["validation"], out, progress=False)
+            mr2ct.models.training.train_run(
+                settings, caches["mr"], caches["ct"], caches["validation"], out, progress=False
+            )
             seconds = time.perf_counter() - start
     finally:
         timer.restore()
@@ -178,7 +180,7 @@ def main() -> None:
         "steps": args.steps,
         "eval_every": settings.eval_every,
         "checkpoint_every": settings.checkpoint_every,
-        "precision": mr2ct.devices.resolve_precision(settings.amp, device),
+        "precision": mr2ct.models.devices.resolve_precision(settings.amp, device),
         "gflop_per_step": round(flops / 1e9, 2),
         "minimal_gflops": round(minimal / 1e9, 2),
         "workflow_gflops": round(workflow / 1e9, 2),

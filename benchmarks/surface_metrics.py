@@ -1,11 +1,11 @@
-"""Benchmark: mr2ct.metrics surface distances vs. MedPy 0.5.2.
+"""Benchmark: mr2ct.evaluation.metrics surface distances vs. MedPy 0.5.2.
 
 Computes both ASSD and HD95 (mm) for one pair of overlapping, slightly
 different filled ellipsoids in a 100 x 256 x 256 volume with anisotropic
 spacing (2.5, 1.0, 1.0) mm -- roughly the extent of a pelvis+femur bone mask
 in a cropped pelvic CT -- once with MedPy (``assd`` + ``hd95``: 4 surface
 extractions and 4 full-volume EDTs) and once with
-``mr2ct.metrics.surface_distances`` (one pass).  Each timing is the best of
+``mr2ct.evaluation.metrics.surface_distances`` (one pass).  Each timing is the best of
 ``--repeats`` runs (time.perf_counter).  Prints one JSON line.
 
 Usage (from the repository root)::
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mr2ct.metrics import surface_distances  # noqa: E402
+from mr2ct.evaluation.metrics import surface_distances  # noqa: E402
 
 SHAPE = (100, 256, 256)
 SPACING = (2.5, 1.0, 1.0)

@@ -17,7 +17,7 @@ as the better of a 2048² matmul and the same GEMM as a 1x1 convolution; both pe
 Peak memory: on CUDA the peak of
 allocated tensors during the timed steps; on CPU the process's peak resident set so far
 (sizes run in increasing order, so each line's peak is that size's). A synthesis line
-reports slices per second of batched MR→CT inference (``mr2ct.synthesis.predict_ct``, batch
+reports slices per second of batched MR→CT inference (``mr2ct.models.synthesis.predict_ct``, batch
 16) at ``--synthesis-size``.
 
 ``--sweep CONFIG`` (overlays on config.yaml, as ``mr2ct validate`` stacks them) counts the
@@ -37,8 +37,8 @@ import time
 
 import torch
 
-from mr2ct.devices import training_device
-from mr2ct.training import TrainSettings, new_run
+from mr2ct.models.devices import training_device
+from mr2ct.models.training import TrainSettings, new_run
 
 
 def _sync(device: torch.device) -> None:
@@ -203,8 +203,8 @@ def main() -> None:
     if args.synthesis_slices <= 0:
         return
 
-    from mr2ct.networks import ResnetGenerator
-    from mr2ct.synthesis import predict_ct
+    from mr2ct.models.networks import ResnetGenerator
+    from mr2ct.models.synthesis import predict_ct
 
     generator = ResnetGenerator(
         1, 1, ngf=args.ngf, n_blocks=args.n_blocks, n_downsampling=args.n_downsampling, upsampling=args.upsampling

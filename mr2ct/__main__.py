@@ -1,5 +1,5 @@
 """``python -m mr2ct``: the same command line as the ``mr2ct`` console script."""
 
-from .cli import main
+from mr2ct.cli import main
 
 raise SystemExit(main())

@@ -7,13 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-from .io import InputError
+from mr2ct.data.io import InputError
 
 __all__ = ["main"]
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
-    from .phantom import PhantomSettings, write_cohort
+    from mr2ct.data.phantom import PhantomSettings, write_cohort
 
     settings = PhantomSettings(matrix=tuple(args.matrix), spacing=tuple(args.spacing))
     out = write_cohort(args.out, args.subjects, args.seed, settings, progress=not args.quiet, jobs=args.jobs)
@@ -24,7 +24,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> dict:
     """The workflow's config stack: the base config (``--base``, default ./config.yaml), then every
     ``--config``/``--configfile`` overlay in order (as ``snakemake --configfile``), then ``--set``."""
-    from .config import merge, merge_files, parse_value, validate_config
+    from mr2ct.config import merge, merge_files, parse_value, validate_config
 
     stack = [] if args.base is None or not args.base.exists() else [args.base]
     for path in args.config or []:
@@ -48,8 +48,8 @@ def _load(args: argparse.Namespace) -> dict:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .cohort import cohort_from_config, validate_cohort
-    from .splits import splits_from_config
+    from mr2ct.data.cohort import cohort_from_config, validate_cohort
+    from mr2ct.data.splits import splits_from_config
 
     config = _load(args)
     cohort = cohort_from_config(config, args.results)
@@ -70,8 +70,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_splits(args: argparse.Namespace) -> int:
-    from .cohort import cohort_from_config
-    from .splits import splits_tsv
+    from mr2ct.data.cohort import cohort_from_config
+    from mr2ct.data.splits import splits_tsv
 
     config = _load(args)
     print(splits_tsv(cohort_from_config(config, args.results).ids, config), end="")
@@ -79,7 +79,7 @@ def _cmd_splits(args: argparse.Namespace) -> int:
 
 
 def _cmd_readme_results(args: argparse.Namespace) -> int:
-    from .report import readme_results, update_readme
+    from mr2ct.report.findings import readme_results, update_readme
 
     tables = args.results / "tables"
     block = readme_results(tables / "summary.md", tables / "statistics.csv", tables / "findings.md")
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (default README.md)")
     p.set_defaults(func=_cmd_readme_results)
 
-    from .audit import add_audit_parser
+    from mr2ct.provenance.audit import add_audit_parser
 
     add_audit_parser(sub)
     return parser

@@ -2,7 +2,7 @@
 
 The schema (``mr2ct/schemas/config.schema.yaml``, shipped inside the package) is the
 single description of every key. Validation fills defaults, rejects unknown
-keys and wrong types, and raises :class:`~mr2ct.io.InputError` with the
+keys and wrong types, and raises :class:`~mr2ct.data.io.InputError` with the
 offending key's dotted path, so a typo never silently falls back to a default.
 """
 
@@ -13,14 +13,14 @@ import functools
 import math
 import os
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from .io import InputError
+from mr2ct.data.io import InputError
+from mr2ct.schemas import SCHEMA_PATH, schema, schema_tree
 
 __all__ = [
     "SCHEMA_PATH",
@@ -35,30 +35,17 @@ __all__ = [
     "validate_config",
 ]
 
-SCHEMA_PATH = Path(str(resources.files("mr2ct") / "schemas" / "config.schema.yaml"))
-
-
-def schema() -> dict[str, Any]:
-    """The configuration JSON schema as a dictionary (a fresh copy)."""
-    return copy.deepcopy(_schema())
-
-
-@functools.cache
-def _schema() -> dict[str, Any]:
-    with open(SCHEMA_PATH, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
-
 
 @functools.cache
 def section_defaults(name: str) -> dict[str, Any]:
     """The schema's default of every key of config section ``name`` (e.g. ``train``)."""
-    properties = _schema()["properties"][name]["properties"]
+    properties = schema_tree()["properties"][name]["properties"]
     return {key: copy.deepcopy(prop["default"]) for key, prop in properties.items() if "default" in prop}
 
 
 @functools.cache
 def _section_validator(name: str) -> jsonschema.Draft7Validator:
-    return jsonschema.Draft7Validator(_schema()["properties"][name])
+    return jsonschema.Draft7Validator(schema_tree()["properties"][name])
 
 
 def check_section(name: str, values: dict[str, Any]) -> None:
@@ -199,7 +186,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(config, dict):
         raise InputError(f"configuration must be a mapping, got {type(config).__name__}")
-    _coerce_strings(config, _schema())
+    _coerce_strings(config, schema_tree())
     validator = _Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     lines = [f"config key '{key}': {message}" for key, message in _nonfinite(config)]
@@ -269,7 +256,7 @@ _SOURCE_KEYS = {
 
 
 def patch_discriminator_output_size(size: int, n_layers: int) -> int:
-    """Side of the patch-score map of :class:`mr2ct.networks.PatchDiscriminator` for an input side
+    """Side of the patch-score map of :class:`mr2ct.models.networks.PatchDiscriminator` for an input side
     ``size`` (0: empty), by arithmetic (no torch): ``n_layers`` 4x4 convolutions of stride 2,
     then two of stride 1, all with zero padding 1."""
     for stride in [2] * n_layers + [1, 1]:

@@ -4,7 +4,7 @@
 :class:`SegmentationSettings` (the CT U-Net) are built from the config by the
 workflow while it builds its DAG (as job parameters, so a changed setting reruns the
 job), which must stay fast: this module needs only NumPy. The training code lives in
-:mod:`mr2ct.training` and :mod:`mr2ct.segmentation`, which re-export these classes.
+:mod:`mr2ct.models.training` and :mod:`mr2ct.segmentation.segmenter`, which re-export these classes.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import check_section, section_defaults
-from .io import InputError
+from mr2ct.config import check_section, section_defaults
+from mr2ct.data.io import InputError
 
 
 def _default(section: str, key: str) -> Any:

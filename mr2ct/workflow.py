@@ -5,7 +5,7 @@ the ``snakemake`` object and one package function. :func:`run` sends log
 records to the rule's ``log:`` file (and stderr), pins the number of threads
 to the rule's ``threads:``, and writes the full traceback of a failure into the
 log before re-raising, so a failed job always leaves a readable log. After a
-successful job it writes the job's provenance record (:mod:`mr2ct.provenance`).
+successful job it writes the job's provenance record (:mod:`mr2ct.provenance.records`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import provenance
+from mr2ct.provenance import records as provenance
 
 __all__ = ["configure_logging", "run", "snakemake_command"]
 

@@ -12,12 +12,12 @@ if workflow.basedir not in sys.path:
 
 from snakemake.settings.types import ExecMode
 
-from mr2ct.cohort import cohort_from_config, read_label_table, validate_changed
-from mr2ct.metrics import bone_label_ids
-from mr2ct.phantom import LABELS as PHANTOM_LABELS
+from mr2ct.data.cohort import cohort_from_config, read_label_table, validate_changed
+from mr2ct.evaluation.metrics import bone_label_ids
+from mr2ct.data.phantom import LABELS as PHANTOM_LABELS
 from mr2ct.settings import ARMS, FIGURE_STEMS, LABEL_FIGURES
 from mr2ct.config import load_yaml, merge, validate_config
-from mr2ct.splits import splits_from_config, statistics_warning
+from mr2ct.data.splits import splits_from_config, statistics_warning
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"

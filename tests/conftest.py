@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from mr2ct.cohort import SubjectFiles
-from mr2ct.phantom import PhantomSettings, write_cohort
-from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
+from mr2ct.data.cohort import SubjectFiles
+from mr2ct.data.phantom import PhantomSettings, write_cohort
+from mr2ct.data.preprocess import PreprocessSettings, preprocess_to_cache
 from mr2ct.workflow import snakemake_command
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: fixtures of support modules shared by several test modules (helpers are imported by name)
+pytest_plugins = ["tests.ingestion_support", "tests.provenance_jobs"]
 
 
 def snakemake_cmd(workdir, *args: str) -> list[str]:

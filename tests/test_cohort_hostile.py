@@ -36,10 +36,10 @@ import pytest
 import yaml
 
 from mr2ct.cli import main as cli_main
-from mr2ct.cohort import cohort_from_config, validate_changed, validate_cohort
 from mr2ct.config import load_yaml, merge, validate_config
-from mr2ct.io import InputError
-from mr2ct.splits import splits_from_config
+from mr2ct.data.cohort import cohort_from_config, validate_changed, validate_cohort
+from mr2ct.data.io import InputError
+from mr2ct.data.splits import splits_from_config
 
 from .conftest import ROOT
 
@@ -328,11 +328,11 @@ def test_a_subject_id_too_long_for_file_names(tmp_path, synthrad, subjects, resu
 @pytest.mark.parametrize("missing_like", ["NA", "nan", "None"])
 def test_ids_survive_every_table_as_written(tmp_path, synthrad, subjects, missing_like):
     """001 stays 001 (not 1), 1e3 stays 1e3 (not 1000.0), NA/nan/None stay strings (not NaN)."""
-    from mr2ct.cohort import read_sheet
-    from mr2ct.io import read_table
-    from mr2ct.splits import splits_tsv
+    from mr2ct.data.cohort import read_sheet
+    from mr2ct.data.io import read_table
+    from mr2ct.data.splits import splits_tsv
 
-    from .test_ingestion import validation_report
+    from .ingestion_support import validation_report
 
     ids = ["001", "1e3", missing_like, "0.50"]
     config = write_sheet(synthrad, rows_for(subjects, ids))
@@ -673,8 +673,8 @@ def test_a_folder_without_volumes_is_ignored_and_named(tmp_path, synthrad, subje
 # the thresholds are config keys; the defaults accept real scans
 # --------------------------------------------------------------------------- #
 def test_check_keys_are_in_the_schema_and_config_yaml_with_a_description_and_range():
-    from mr2ct.cohort import default_checks
     from mr2ct.config import schema
+    from mr2ct.data.cohort import default_checks
 
     spec = schema()["properties"]["data"]["properties"]["checks"]
     assert spec["additionalProperties"] is False

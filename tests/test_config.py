@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mr2ct.config import load_config, load_yaml, merge, validate_config
-from mr2ct.io import InputError
+from mr2ct.data.io import InputError
 
 from .conftest import ROOT
 
@@ -100,7 +100,7 @@ def test_settings_take_their_defaults_and_ranges_from_the_schema():
 
 
 def test_preprocessing_settings_are_read_from_their_config_keys():
-    from mr2ct.preprocess import PreprocessSettings
+    from mr2ct.data.preprocess import PreprocessSettings
 
     config = validate_config(
         {

@@ -15,7 +15,7 @@ import math
 import pytest
 
 from mr2ct.config import load_yaml, merge, validate_config
-from mr2ct.io import InputError
+from mr2ct.data.io import InputError
 
 from .conftest import ROOT
 
@@ -271,7 +271,7 @@ def test_identity_loss_and_context_slices_are_refused_at_parse_time():
 
 def test_the_discriminator_arithmetic_agrees_with_the_network():
     from mr2ct.config import patch_discriminator_output_size
-    from mr2ct.networks import PatchDiscriminator
+    from mr2ct.models.networks import PatchDiscriminator
 
     for n_layers in range(1, 8):
         net = PatchDiscriminator(1, ndf=1, n_layers=n_layers)
@@ -283,7 +283,7 @@ def test_the_fit_checks_agree_with_the_networks_on_the_boundary():
     """What the config accepts runs a training-mode forward pass; what it refuses would fail in it."""
     import torch
 
-    from mr2ct.networks import PatchDiscriminator, UNet2d
+    from mr2ct.models.networks import PatchDiscriminator, UNet2d
 
     base = {"preprocess": {"image_size": 16}, "train": {"n_downsampling": 1, "n_layers": 1}}
     for depth in range(1, 6):

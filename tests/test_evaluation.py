@@ -8,8 +8,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mr2ct.cohort import SubjectFiles
-from mr2ct.evaluation import (
+from mr2ct.data.cohort import SubjectFiles
+from mr2ct.data.io import Volume, read_volume, write_volume
+from mr2ct.data.phantom import LABELS
+from mr2ct.data.preprocess import PreprocessSettings, preprocess_to_cache
+from mr2ct.evaluation.metrics import bone_label_ids, bone_mask, mae
+from mr2ct.evaluation.scoring import (
     concat_parts,
     quantile_map,
     reference_predictions,
@@ -17,10 +21,6 @@ from mr2ct.evaluation import (
     synthesis_rows,
     write_table,
 )
-from mr2ct.io import Volume, read_volume, write_volume
-from mr2ct.metrics import bone_label_ids, bone_mask, mae
-from mr2ct.phantom import LABELS
-from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Smoke tests for mr2ct.figures on small synthetic tables: files written, readable, robust to gaps."""
+"""Smoke tests for mr2ct.report.figures on small synthetic tables: files written, readable, robust to gaps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mr2ct import figures as F
+from mr2ct.report import figures as F
 
 SIZES = (2, 4, 6)
 FOLDS = 2

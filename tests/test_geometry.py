@@ -16,11 +16,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mr2ct.cohort import SubjectFiles
-from mr2ct.io import Volume, read_volume, write_volume
-from mr2ct.preprocess import PreprocessSettings, SliceGrid, load_preprocessed, preprocess_to_cache
-from mr2ct.segmentation import segment_ct
-from mr2ct.synthesis import synthetic_volume
+from mr2ct.data.cohort import SubjectFiles
+from mr2ct.data.io import Volume, read_volume, write_volume
+from mr2ct.data.preprocess import PreprocessSettings, SliceGrid, load_preprocessed, preprocess_to_cache
+from mr2ct.models.synthesis import synthetic_volume
+from mr2ct.segmentation.segmenter import segment_ct
 
 MARKER_HU = 1500.0
 MARKER_LABEL = 5

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mr2ct.devices import training_device
-from mr2ct.training import TrainSettings, new_run
+from mr2ct.models.devices import training_device
+from mr2ct.models.training import TrainSettings, new_run
 
 pytestmark = [
     pytest.mark.gpu,

@@ -1,4 +1,4 @@
-"""mr2ct.io at the input boundary: what reading a NIfTI file refuses, what :func:`check_file` adds
+"""mr2ct.data.io at the input boundary: what reading a NIfTI file refuses, what :func:`check_file` adds
 (the whole gzip stream, units, qform/sform), and tables whose ids stay as written."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mr2ct.io import InputError, check_file, read_table, read_volume
+from mr2ct.data.io import InputError, check_file, read_table, read_volume
 
 
 def volume(shape=(24, 20, 10)) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for mr2ct.losses, checked against an independent NumPy computation."""
+"""Tests for mr2ct.models.losses, checked against an independent NumPy computation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mr2ct.losses import (
+from mr2ct.models.losses import (
     cycle_loss,
     gradient_consistency,
     gradient_consistency_loss,

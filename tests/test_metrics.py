@@ -1,4 +1,4 @@
-"""Tests for mr2ct.metrics.
+"""Tests for mr2ct.evaluation.metrics.
 
 Image metrics are checked against direct NumPy / scikit-image computations
 written here; surface metrics against MedPy 0.5.2 on hypothesis-generated
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from mr2ct import metrics
+from mr2ct.evaluation import metrics
 
 SHAPE = (12, 16, 16)
 

@@ -1,4 +1,4 @@
-"""Tests for mr2ct.networks (small configurations except the parameter counts)."""
+"""Tests for mr2ct.models.networks (small configurations except the parameter counts)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from mr2ct.networks import (
+from mr2ct.models.networks import (
     PatchDiscriminator,
     ResnetGenerator,
     UNet2d,

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mr2ct.io import read_volume
-from mr2ct.phantom import LABELS, PhantomSettings, render_subject, sample_subject, write_subject
+from mr2ct.data.io import read_volume
+from mr2ct.data.phantom import LABELS, PhantomSettings, render_subject, sample_subject, write_subject
 
 from .conftest import TINY_SETTINGS
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mr2ct.io import InputError, Volume, read_volume, write_volume
-from mr2ct.preprocess import load_preprocessed, normalise_ct
-from mr2ct.resumable import TrainingInterrupted, load_checkpoint, save_checkpoint
-from mr2ct.segmentation import (
+from mr2ct.data.io import InputError, Volume, read_volume, write_volume
+from mr2ct.data.preprocess import load_preprocessed, normalise_ct
+from mr2ct.models.resumable import TrainingInterrupted, load_checkpoint, save_checkpoint
+from mr2ct.segmentation.segmenter import (
     SegmentationSettings,
     load_segmenter,
     predict_probabilities,
@@ -94,7 +94,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(caches, tmp_path, caplog):
     other = dataclasses.replace(settings, lr=5e-4, time_budget_minutes=1e-9)
     with pytest.raises(TrainingInterrupted):
         train_segmentation(other, caches[:1], [], tmp_path / "run", progress=False)
-    with caplog.at_level("WARNING", logger="mr2ct.resumable"):
+    with caplog.at_level("WARNING", logger="mr2ct.models.resumable"):
         again = train_segmentation(settings, caches[:1], [], tmp_path / "run", progress=False)
     assert "written for another run (digest" in caplog.text
     _assert_same(_weights(reference), _weights(again))
@@ -106,7 +106,7 @@ def test_changed_labels_retrain_instead_of_resuming(caches, tmp_path, caplog):
     settings = SegmentationSettings(**TINY)
     first = _weights(train_segmentation(settings, caches[:2], [caches[3]], tmp_path / "run", progress=False))
     changed = changed_copy(caches[1], tmp_path / "changed", key="ct")
-    with caplog.at_level("INFO", logger="mr2ct.resumable"):
+    with caplog.at_level("INFO", logger="mr2ct.models.resumable"):
         retrained = _weights(
             train_segmentation(settings, [caches[0], changed], [caches[3]], tmp_path / "run", progress=False)
         )
@@ -233,7 +233,7 @@ def test_class_balanced_sampling_shows_small_structures_as_often_as_large_ones()
     """Label 1 fills 90 of 100 slices, label 2 is in 10: uniform draws show label 2 in about 10 % of
     the samples, class-balanced ones in about 55 % (half the picks choose it, and a tenth of the
     other half's slices show it too); only the given generator is used."""
-    from mr2ct.segmentation import SliceSampler
+    from mr2ct.segmentation.segmenter import SliceSampler
 
     labels = torch.zeros(100, 4, 4, dtype=torch.int64)
     labels[:90, 0, 0] = 1

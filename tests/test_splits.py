@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mr2ct.io import InputError
-from mr2ct.splits import make_folds, splits_table
+from mr2ct.data.io import InputError
+from mr2ct.data.splits import make_folds, splits_table
 
 
 @st.composite
@@ -86,8 +86,8 @@ def test_splits_table_lists_every_role_exactly():
 
 
 def test_sizes_are_checked_with_the_configured_pairing():
-    from mr2ct.io import InputError
-    from mr2ct.splits import check_sizes
+    from mr2ct.data.io import InputError
+    from mr2ct.data.splits import check_sizes
 
     folds = make_folds([f"s{i}" for i in range(8)], 2, 0, 1)
     check_sizes(folds, [1], "shuffled")  # one subject is enough when MR and CT come from all of them
@@ -96,7 +96,7 @@ def test_sizes_are_checked_with_the_configured_pairing():
 
 
 def test_too_few_test_subjects_for_statistics_warns_with_the_count():
-    from mr2ct.splits import make_folds, statistics_warning
+    from mr2ct.data.splits import make_folds, statistics_warning
 
     few = make_folds([f"s{i}" for i in range(5)], folds=2, seed=0, validation_subjects=1)
     warning = statistics_warning(few)
@@ -132,7 +132,7 @@ def test_written_splits_are_the_folds_of_the_config_with_every_role(tmp_path):
     import pandas as pd
 
     from mr2ct.config import validate_config
-    from mr2ct.splits import splits_from_config, write_splits
+    from mr2ct.data.splits import splits_from_config, write_splits
 
     subjects = [f"s{i:02d}" for i in range(10)]
     config = validate_config(

@@ -1,4 +1,4 @@
-"""Tests for mr2ct.statistics on constructed cases with known answers."""
+"""Tests for mr2ct.evaluation.statistics on constructed cases with known answers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from mr2ct import statistics as S
+from mr2ct.evaluation import statistics as S
 
 
 def paired_table(a_values, b_values, metric="mae", size=4, a="cyclegan_gc", b="cyclegan") -> pd.DataFrame:
@@ -410,7 +410,7 @@ def test_readme_findings_read_the_tables_right(tmp_path):
     """A constructed run where the answers are known: GC lowers boundary MAE by ~30 HU,
     more data lowers cyclegan_gc's MAE by ~40 HU and leaves cyclegan's unchanged, and the
     constant baseline sits at 100 HU."""
-    from mr2ct.report import readme_results, statistics_job
+    from mr2ct.report.findings import readme_results, statistics_job
 
     rng = np.random.default_rng(3)
     rows = []
@@ -483,7 +483,7 @@ def test_readme_findings_read_the_tables_right(tmp_path):
 
 
 def test_findings_call_a_difference_resolved_only_when_ci_and_wilcoxon_agree():
-    from mr2ct.report import findings
+    from mr2ct.report.findings import findings
 
     synthesis = pd.DataFrame(
         [dict(size=2, model=m, fold=0, subject="s", mae=100.0) for m in ("baseline_constant", "cyclegan_gc")]
@@ -508,7 +508,7 @@ def test_findings_call_a_difference_resolved_only_when_ci_and_wilcoxon_agree():
 
 
 def test_dice_by_structure_shows_each_source_at_the_largest_size():
-    from mr2ct.report import dice_by_structure_markdown
+    from mr2ct.report.findings import dice_by_structure_markdown
 
     rows = []
     for source, model, size, dice in (

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from mr2ct.devices import training_device
-from mr2ct.io import InputError, read_volume
-from mr2ct.preprocess import load_preprocessed
-from mr2ct.resumable import TrainingInterrupted, load_checkpoint
-from mr2ct.synthesis import load_generator, synthesize_run
-from mr2ct.training import TrainSettings, random_crop, train_run
+from mr2ct.data.io import InputError, read_volume
+from mr2ct.data.preprocess import load_preprocessed
+from mr2ct.models.devices import training_device
+from mr2ct.models.resumable import TrainingInterrupted, load_checkpoint
+from mr2ct.models.synthesis import load_generator, synthesize_run
+from mr2ct.models.training import TrainSettings, random_crop, train_run
 
 TINY = dict(steps=8, batch_size=2, ngf=4, n_blocks=1, ndf=4, n_layers=2, eval_every=4, checkpoint_every=3, seed=3)
 
@@ -85,20 +85,20 @@ def test_a_changed_training_input_retrains_instead_of_resuming(caches, tmp_path,
     settings = TrainSettings(model="cyclegan_gc", gc_weight=1.0, **TINY)
     run = tmp_path / "run"
     first = _weights(train_run(settings, [caches[0]], [caches[1]], [caches[3]], run, progress=False))
-    with caplog.at_level("INFO", logger="mr2ct.resumable"):
+    with caplog.at_level("INFO", logger="mr2ct.models.resumable"):
         again = _weights(train_run(settings, [caches[0]], [caches[1]], [caches[3]], run, progress=False))
     assert f"resumed from {run / 'checkpoint.pt'} at step {settings.steps}" in caplog.text
     _assert_same(first, again)
     caplog.clear()
     changed = changed_copy(caches[0], tmp_path / "changed")
-    with caplog.at_level("INFO", logger="mr2ct.resumable"):
+    with caplog.at_level("INFO", logger="mr2ct.models.resumable"):
         retrained = _weights(train_run(settings, [changed], [caches[1]], [caches[3]], run, progress=False))
     assert f"training data changed (mr: content of {caches[0].name})" in caplog.text
     assert "resumed" not in caplog.text
     assert not torch.equal(first["model.1.weight"], retrained["model.1.weight"])
     # the same data in another role is another run too
     caplog.clear()
-    with caplog.at_level("INFO", logger="mr2ct.resumable"):
+    with caplog.at_level("INFO", logger="mr2ct.models.resumable"):
         train_run(settings, [caches[1]], [caches[0]], [caches[3]], run, progress=False)
     assert "training data changed" in caplog.text
 
@@ -178,7 +178,7 @@ def test_synthesis_writes_int16_hu_on_the_ct_grid(caches, tiny_cohort, tmp_path)
 
 def _generator_grads(settings, mr, ct):
     """Gradients of G_CT's parameters after one training step of a fresh run (same seed, same batch)."""
-    from mr2ct.training import new_run
+    from mr2ct.models.training import new_run
 
     run = new_run(settings, torch.device("cpu"))
     run.train_step(mr, ct)
@@ -188,7 +188,7 @@ def _generator_grads(settings, mr, ct):
 def test_gc_reaches_the_generator_gradients_with_its_weight():
     """The gradient of a cyclegan_gc step minus that of the same step without GC is exactly
     gc_weight x the gradient of the GC loss, computed independently from the same networks."""
-    from mr2ct.losses import gradient_consistency_loss
+    from mr2ct.models.losses import gradient_consistency_loss
 
     torch.manual_seed(0)
     mr, ct = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
@@ -196,7 +196,7 @@ def test_gc_reaches_the_generator_gradients_with_its_weight():
     without, _ = _generator_grads(TrainSettings(model="cyclegan_gc", gc_weight=0.0, **base), mr, ct)
     weight = 3.0
     with_gc, _ = _generator_grads(TrainSettings(model="cyclegan_gc", gc_weight=weight, **base), mr, ct)
-    from mr2ct.training import new_run
+    from mr2ct.models.training import new_run
 
     fresh = new_run(TrainSettings(model="cyclegan_gc", gc_weight=weight, **base), torch.device("cpu"))
     fresh.optimisers["g"].zero_grad()
@@ -260,8 +260,8 @@ def test_resume_after_the_image_pool_filled_equals_an_uninterrupted_run(caches, 
             cls.now += 1.0
             return cls.now
 
-    monkeypatch.setattr("mr2ct.training.time", Clock)
-    monkeypatch.setattr("mr2ct.resumable.time", Clock)
+    monkeypatch.setattr("mr2ct.models.training.time", Clock)
+    monkeypatch.setattr("mr2ct.models.resumable.time", Clock)
     with pytest.raises(TrainingInterrupted):
         train_run(
             dataclasses.replace(settings, time_budget_minutes=3.5 / 60),
@@ -297,7 +297,7 @@ def test_a_run_logs_its_learning_rate_schedule_validation_and_progress(caches, t
     settings = TrainSettings(
         model="cyclegan_gc", gc_weight=1.0, **{**TINY, "steps": 25, "eval_every": 25, "decay_fraction": 0.4, "lr": 1e-3}
     )
-    with caplog.at_level("INFO", logger="mr2ct.training"):
+    with caplog.at_level("INFO", logger="mr2ct.models.training"):
         generator = train_run(settings, [caches[0]], [caches[1]], [caches[3]], tmp_path)
     bar = capsys.readouterr().err
     assert "train cyclegan_gc" in bar and all(f"{label}=" in bar for label in ("G", "cyc", "D"))
@@ -342,7 +342,7 @@ def test_the_untrained_generator_of_step_0_is_never_selected(caches, tmp_path):
 
 
 def test_auto_precision_is_bf16_only_where_torch_reports_native_bf16(monkeypatch):
-    from mr2ct import devices
+    from mr2ct.models import devices
 
     cpu = torch.device("cpu")
     for native, expected in ((False, "fp32"), (True, "bf16")):
@@ -357,7 +357,7 @@ def test_geometric_augmentation_draws_independent_flip_zoom_and_shift_from_the_r
     ``y / zoom + shift_y`` in the centre, where nothing samples outside the slice. Flip is a fair
     coin, zoom and shifts uniform on their ranges, all independent, the same for every tensor of
     the call, drawn only from the given generator (the global torch RNG is left alone)."""
-    from mr2ct.training import AUGMENT_SHIFT, AUGMENT_ZOOM, augment_geometry
+    from mr2ct.models.training import AUGMENT_SHIFT, AUGMENT_ZOOM, augment_geometry
 
     n, size = 4000, 33
     centres = (2 * torch.arange(size, dtype=torch.float64) + 1) / size - 1  # align_corners=False pixel centres
@@ -392,7 +392,7 @@ def test_one_cyclegan_step_logs_the_objectives_of_zhu_et_al_computed_from_the_in
     """Least-squares adversarial losses, L1 cycle losses and the discriminators' real/fake objective
     of one step, recomputed here from a fresh run of the same seed (the step's forward passes
     use the initial weights; the discriminators are updated after the generators)."""
-    from mr2ct.training import new_run
+    from mr2ct.models.training import new_run
 
     torch.manual_seed(0)
     mr, ct = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
@@ -413,7 +413,7 @@ def test_one_cyclegan_step_logs_the_objectives_of_zhu_et_al_computed_from_the_in
 
 def test_validation_boundary_mae_takes_the_bone_from_the_labels_when_given(caches):
     """With bone label ids the boundary band follows those labels; without, the CT above 200 HU."""
-    from mr2ct.training import evaluate, new_run
+    from mr2ct.models.training import evaluate, new_run
 
     subject = load_preprocessed(caches[3])
     generator = new_run(TrainSettings(model="cyclegan", **TINY), torch.device("cpu")).g_ct.eval()
@@ -426,7 +426,7 @@ def test_validation_boundary_mae_takes_the_bone_from_the_labels_when_given(cache
 
 
 def test_context_stack_gives_each_slice_its_neighbours_in_order_and_repeats_the_edges():
-    from mr2ct.preprocess import context_stack
+    from mr2ct.data.preprocess import context_stack
 
     slices = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
     stacked = context_stack(slices, 1)
@@ -439,7 +439,7 @@ def test_context_stack_gives_each_slice_its_neighbours_in_order_and_repeats_the_
 def test_a_2p5d_generator_gets_each_slice_with_its_neighbours_at_synthesis():
     """A stand-in generator that returns its first channel (the slice below) shows what
     predict_ct feeds it: the previous slice of the volume, across batch boundaries."""
-    from mr2ct.synthesis import predict_ct
+    from mr2ct.models.synthesis import predict_ct
 
     class Below(torch.nn.Module):
         in_channels = 3
@@ -453,7 +453,7 @@ def test_a_2p5d_generator_gets_each_slice_with_its_neighbours_at_synthesis():
 
 
 def test_2p5d_runs_train_both_models_and_synthesize_with_three_mr_channels(caches, tiny_cohort, tmp_path):
-    from mr2ct.training import new_run
+    from mr2ct.models.training import new_run
 
     run = new_run(TrainSettings(model="cyclegan_gc", gc_weight=1.0, context_slices=1, **TINY), torch.device("cpu"))
     assert (run.g_ct.in_channels, run.g_ct.out_channels) == (3, 1)
@@ -472,7 +472,7 @@ def test_2p5d_runs_train_both_models_and_synthesize_with_three_mr_channels(cache
 def test_the_mind_loss_enters_the_generator_objective_with_its_weight():
     """With mind_weight w the logged generator objective is adv + lambda_cycle cycle + gc_weight GC
     + w MIND, all computed by the step; the supervised reference refuses a MIND weight."""
-    from mr2ct.training import new_run
+    from mr2ct.models.training import new_run
 
     torch.manual_seed(0)
     mr, ct = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mr2ct.preprocess import load_preprocessed
+from mr2ct.data.preprocess import load_preprocessed
 
 from .conftest import ROOT, snakemake_cmd
 
@@ -428,7 +428,7 @@ def test_replicates_add_seeded_runs_without_retraining_the_first(tiny_run, tmp_p
     assert (first.stat().st_mtime_ns, first.read_bytes()) == before
     import torch
 
-    from mr2ct.synthesis import load_generator
+    from mr2ct.models.synthesis import load_generator
 
     weights = [load_generator(results / f"models/2/cyclegan_gc/fold0/rep{r}/generator.pt").state_dict() for r in (0, 1)]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # another seed, other weights

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
-from mr2ct.phantom import PhantomSettings, write_subject
+from mr2ct.data.phantom import PhantomSettings, write_subject
 from mr2ct.workflow import run
 
 p = snakemake.params  # noqa: F821  (provided by Snakemake)

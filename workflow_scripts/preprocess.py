@@ -2,8 +2,8 @@
 
 import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
-from mr2ct.cohort import SubjectFiles
-from mr2ct.preprocess import PreprocessSettings, preprocess_to_cache
+from mr2ct.data.cohort import SubjectFiles
+from mr2ct.data.preprocess import PreprocessSettings, preprocess_to_cache
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)

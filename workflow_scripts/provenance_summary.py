@@ -2,7 +2,7 @@
 
 import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
-from mr2ct.report import provenance_summary_job
+from mr2ct.report.findings import provenance_summary_job
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)

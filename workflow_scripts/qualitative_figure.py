@@ -4,7 +4,8 @@ from pathlib import Path
 
 import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
-from mr2ct.evaluation import SubjectInputs, qualitative_job
+from mr2ct.evaluation.scoring import SubjectInputs
+from mr2ct.report.figures import qualitative_job
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)

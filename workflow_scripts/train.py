@@ -4,7 +4,7 @@ from pathlib import Path
 
 import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
-from mr2ct.training import TrainSettings, train_run
+from mr2ct.models.training import TrainSettings, train_run
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)

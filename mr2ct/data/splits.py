@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .io import InputError
+from mr2ct.data.io import InputError
 
 __all__ = [
     "FoldSplit",
@@ -177,6 +177,6 @@ def splits_tsv(subjects: list[str], config: dict[str, Any]) -> str:
 
 def write_splits(subjects: list[str], config: dict[str, Any], out) -> Any:
     """Write :func:`splits_tsv` to ``out`` (atomically)."""
-    from .io import atomic_write_text
+    from mr2ct.data.io import atomic_write_text
 
     return atomic_write_text(out, splits_tsv(subjects, config))

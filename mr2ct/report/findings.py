@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluation import write_table
-from .io import atomic_write_text, read_table
-from .metrics import BONE_PREFIXES
-from .settings import ARMS, MODEL_LABELS, MODELS
-from .statistics import SEGMENTATION_METRICS, SYNTHESIS_METRICS
+from mr2ct.data.io import atomic_write_text, read_table
+from mr2ct.evaluation.metrics import BONE_PREFIXES
+from mr2ct.evaluation.scoring import write_table
+from mr2ct.evaluation.statistics import SEGMENTATION_METRICS, SYNTHESIS_METRICS
+from mr2ct.settings import ARMS, MODEL_LABELS, MODELS
 
 __all__ = [
     "README_MARKERS",
@@ -45,7 +45,7 @@ def statistics_job(
     """Paired GC-vs-no-GC statistics, mean ± sd summaries (CSV and Markdown), the paper's findings
     checked against them (Markdown, for the README) and their verdict (reStructuredText-safe lines
     for the report's front page); one computation, with the config's seed, for both."""
-    from .statistics import segmentation_statistics, statistics_table, summary_table, to_markdown
+    from mr2ct.evaluation.statistics import segmentation_statistics, statistics_table, summary_table, to_markdown
 
     synthesis = read_table(synthesis_csv)
     segmentation = None
@@ -129,7 +129,7 @@ def figures_job(
     seed: int,
 ) -> list[Path]:
     """Figures 1–3 and 5–7 (PNG and PDF) from the tables and the runs' loss tables."""
-    from .figures import read_loss_tables, render_all
+    from mr2ct.report.figures import read_loss_tables, render_all
 
     synthesis = read_table(synthesis_csv)
     segmentation = read_table(segmentation_csv) if segmentation_csv else None
@@ -138,7 +138,7 @@ def figures_job(
 
 def provenance_summary_job(workdir: str | os.PathLike, out_csv: str | os.PathLike) -> Path:
     """``provenance_summary.csv``: the code versions and configs behind the run's records."""
-    from .audit import code_summary
+    from mr2ct.provenance.audit import code_summary
 
     columns = [
         "commit",
@@ -223,7 +223,7 @@ def _baseline_ratios(synthesis: pd.DataFrame, sizes: Sequence[float]) -> tuple[l
 
 def _data_size_finding(synthesis: pd.DataFrame, sizes: Sequence[float], seed: int) -> tuple[list[str], list[str]]:
     """Finding 1: the largest against the smallest training size, per arm, paired on fold and subject."""
-    from .statistics import paired_comparison, pairing_keys
+    from mr2ct.evaluation.statistics import paired_comparison, pairing_keys
 
     if len(sizes) < 2:
         return [], []

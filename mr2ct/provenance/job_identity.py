@@ -1,7 +1,8 @@
 """The identity of the job running in this process or its parent: record id, commit, config hash, rule.
 
-:mod:`mr2ct.provenance` publishes it when a job starts and withdraws it when its record is written;
-figures (:mod:`mr2ct.figure_identity`) read it. Child processes see it through ``$MR2CT_PROVENANCE_IDENTITY``.
+:mod:`mr2ct.provenance.records` publishes it when a job starts and withdraws it when its record
+is written; figures (:mod:`mr2ct.provenance.figure_identity`) read it. Child processes see it
+through ``$MR2CT_PROVENANCE_IDENTITY``.
 """
 
 from __future__ import annotations

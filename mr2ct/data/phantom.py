@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .io import Volume, atomic_write_text, write_volume
+from mr2ct.data.io import Volume, atomic_write_text, write_volume
 
 __all__ = [
     "LABELS",

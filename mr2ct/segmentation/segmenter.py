@@ -3,11 +3,11 @@
 Hiasa et al. 2018 ask whether synthetic CT is good enough for a network trained
 on *real* CT. This module trains that network and applies it:
 
-* :func:`train_segmentation` trains a 2D U-Net (:class:`mr2ct.networks.UNet2d`)
+* :func:`train_segmentation` trains a 2D U-Net (:class:`mr2ct.models.networks.UNet2d`)
   on the cached, normalised real-CT slices and label slices of a fold's
-  training subjects (:mod:`mr2ct.preprocess`) with cross-entropy plus a soft
+  training subjects (:mod:`mr2ct.data.preprocess`) with cross-entropy plus a soft
   Dice loss over the foreground classes. Runs are deterministic and resumable
-  exactly like :func:`mr2ct.training.train_run` (atomic checkpoints loaded with
+  exactly like :func:`mr2ct.models.training.train_run` (atomic checkpoints loaded with
   ``weights_only=True``; every random-generator state saved; a rerun after an
   interruption gives bit-identical weights).
 * :func:`segment_ct` / :func:`segment_files` segment a CT volume (real or
@@ -21,7 +21,7 @@ tolerates the small global intensity bias of synthetic CT. No spatial
 augmentation (the labels distinguish left from right).
 
 Initialisation: PyTorch's default (Kaiming-uniform) weights, not the
-CycleGAN N(0, 0.02) of :func:`mr2ct.networks.init_weights`, and the bias of
+CycleGAN N(0, 0.02) of :func:`mr2ct.models.networks.init_weights`, and the bias of
 the last layer set to the log class frequencies of the training slices, so
 the untrained network predicts the class prior (faster start; see
 :func:`_init_head_prior`).
@@ -42,11 +42,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .devices import training_device
-from .io import InputError, Volume, read_volume, write_volume
-from .networks import UNet2d
-from .preprocess import PreprocessedSubject, load_preprocessed, normalise_ct, resample_planes
-from .resumable import (
+from mr2ct.data.io import InputError, Volume, read_volume, write_volume
+from mr2ct.data.preprocess import PreprocessedSubject, load_preprocessed, normalise_ct, resample_planes
+from mr2ct.evaluation.scoring import SubjectInputs
+from mr2ct.models.devices import training_device
+from mr2ct.models.networks import UNet2d
+from mr2ct.models.resumable import (
     CHECKPOINT_FORMAT,
     data_identity,
     load_checkpoint,
@@ -55,7 +56,7 @@ from .resumable import (
     save_checkpoint,
     write_history,
 )
-from .settings import SegmentationSettings
+from mr2ct.settings import SegmentationSettings
 
 __all__ = [
     "SegmentationSettings",
@@ -64,12 +65,13 @@ __all__ = [
     "predict_probabilities",
     "segment_ct",
     "segment_files",
+    "segment_job",
     "segmentation_loss",
     "soft_dice_loss",
     "train_segmentation",
 ]
 
-log = logging.getLogger("mr2ct.segmentation")
+log = logging.getLogger("mr2ct.segmentation.segmenter")
 
 LOSS_COLUMNS = ("loss", "ce", "dice_loss", "lr")
 #: Intensity augmentation of normalised CT: scale ×U(1 ± SCALE), shift +U(± SHIFT).
@@ -294,7 +296,7 @@ def train_segmentation(
     training resolution. Resumes from ``out_dir/checkpoint.pt`` when present
     and written with the same settings (otherwise starts afresh with a
     warning). With a time budget, stops after writing a checkpoint and raises
-    :class:`~mr2ct.resumable.TrainingInterrupted`.
+    :class:`~mr2ct.models.resumable.TrainingInterrupted`.
 
     Writes ``model.pt`` (state_dict, n_classes, base, depth, digest),
     ``losses.tsv`` (step, loss, ce, dice_loss, lr), ``validation.tsv``
@@ -349,7 +351,7 @@ def train_segmentation(
         started=started,
     )
     write_history(out_dir, run.history, LOSS_COLUMNS, run.validation, ["step", "mean_dice"])
-    from .plotting import plot_segmentation_losses
+    from mr2ct.report.plotting import plot_segmentation_losses
 
     plot_segmentation_losses(
         out_dir / "loss_curves.png", np.asarray(run.history).reshape(-1, len(LOSS_COLUMNS)), run.validation
@@ -460,7 +462,7 @@ def segment_files(
 
     ``ct_paths[i]`` (real or synthetic CT, HU) must have the shape and affine
     of the subject whose cache is ``caches[i]`` (a cache path or a loaded
-    :class:`~mr2ct.preprocess.PreprocessedSubject`); the labels are written to
+    :class:`~mr2ct.data.preprocess.PreprocessedSubject`); the labels are written to
     ``out_paths[i]`` with that geometry and on-disk orientation.
     """
     if not (len(ct_paths) == len(caches) == len(out_paths)):
@@ -486,3 +488,12 @@ def segment_files(
         written.append(write_volume(out, Volume(labels, subject.affine, subject.disk_axcodes), np.uint8))
         log.info("segmented %s -> %s", ct_path, out)
     return written
+
+
+def segment_job(subjects: Sequence[SubjectInputs], model_path, out_dir, synthetic_dir=None) -> list[Path]:
+    """Segment test subjects (``ct`` and ``cache`` set): their real CT, or the synthetic CT in ``synthetic_dir``."""
+    cts = [s.ct if synthetic_dir is None else Path(synthetic_dir) / f"{s.subject}.nii.gz" for s in subjects]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = [out_dir / f"{s.subject}.nii.gz" for s in subjects]
+    return segment_files(model_path, cts, [s.cache for s in subjects], outputs)

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import InputError, atomic_path, atomic_write_text
-from .provenance import sha256_file
+from mr2ct.data.io import InputError, atomic_path, atomic_write_text
+from mr2ct.provenance.records import sha256_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -42,7 +42,7 @@ __all__ = [
     "write_history",
 ]
 
-log = logging.getLogger("mr2ct.resumable")
+log = logging.getLogger("mr2ct.models.resumable")
 
 #: version of the checkpoint layout; a checkpoint of another format is never resumed
 CHECKPOINT_FORMAT = 3

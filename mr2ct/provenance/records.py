@@ -32,8 +32,8 @@ reuses the hash from the producer's index entry when the file's size and
 ``observed`` index entry the first time they are hashed). ``audit --verify``
 always re-hashes, each distinct file once.
 
-The audit of these records (``mr2ct audit``) is :mod:`mr2ct.audit`; the identity that
-figures carry is :mod:`mr2ct.figure_identity`.
+The audit of these records (``mr2ct audit``) is :mod:`mr2ct.provenance.audit`; the identity that
+figures carry is :mod:`mr2ct.provenance.figure_identity`.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .figure_identity import stamp_pngs
-from .io import InputError
-from .job_identity import publish, withdraw
+from mr2ct.data.io import InputError
+from mr2ct.provenance.figure_identity import stamp_pngs
+from mr2ct.provenance.job_identity import publish, withdraw
 
 __all__ = [
     "JobContext",
@@ -215,7 +215,7 @@ def fingerprint(path: str | os.PathLike, cached: Mapping[str, Any] | None = None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    from .io import atomic_write_text  # lazy: keeps `mr2ct audit` light
+    from mr2ct.data.io import atomic_write_text  # lazy: keeps `mr2ct audit` light
 
     atomic_write_text(path, text)
 
@@ -371,7 +371,7 @@ def _package_version() -> str:
     try:
         return metadata.version("mr2ct")
     except metadata.PackageNotFoundError:
-        from . import __version__
+        from mr2ct import __version__
 
         return __version__
 
@@ -553,7 +553,7 @@ def begin_job(
 ) -> JobContext:
     """Fingerprint the inputs and fix the record id; call before the job's work.
 
-    Publishes the id (:mod:`mr2ct.job_identity`) for the figures of this process and its children.
+    Publishes the id (:mod:`mr2ct.provenance.job_identity`) for the figures of this process and its children.
     ``workdir`` defaults to the current directory (Snakemake's working
     directory); the workflow root is found from the script's folder. ``code``
     replaces :func:`code_version` (for callers that already know it, and tests).

@@ -1,6 +1,6 @@
 """``mr2ct audit``: the lineage of an output back to raw inputs and config, and its verification.
 
-Reads the records of :mod:`mr2ct.provenance`. *Verification* of an output's lineage reports, per file:
+Reads the records of :mod:`mr2ct.provenance.records`. *Verification* of an output's lineage reports, per file:
 
 ``MISSING``   the file (or a file of a recorded directory) is gone;
 ``CHANGED``   its SHA-256 differs from what its consumer (for the audited file:
@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .provenance import SCHEMA, UNKNOWN, Layout, ProvenanceError, _read_json, fingerprint
+from mr2ct.provenance.records import SCHEMA, UNKNOWN, Layout, ProvenanceError, _read_json, fingerprint
 
 __all__ = ["add_audit_parser", "audit", "code_summary", "iter_tree", "render_text"]
 

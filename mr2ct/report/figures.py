@@ -1,7 +1,7 @@
 """Publication figures of the two experiments (matplotlib only).
 
 Every figure is written twice, as ``<stem>.png`` (300 dpi) and ``<stem>.pdf``
-(vector, TrueType fonts embedded), through :func:`mr2ct.plotting.save_figure`
+(vector, TrueType fonts embedded), through :func:`mr2ct.report.plotting.save_figure`
 (atomic writes), and every plotting function returns the written paths.
 Figures are sized for a two-column paper: single column 3.5 in wide, double
 column 7 in, 7–8 pt text. Figures carry no titles (the captions in
@@ -40,9 +40,11 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from .plotting import save_png_pdf, smooth  # noqa: E402
-from .settings import ARMS, FIGURE_STEMS, MODEL_LABELS, MODEL_ORDER  # noqa: E402
-from .statistics import METRIC_LABEL, N_BOOT, bootstrap_mean_ci  # noqa: E402
+from mr2ct.data.io import read_volume  # noqa: E402
+from mr2ct.evaluation.scoring import SubjectInputs, label_names  # noqa: E402
+from mr2ct.evaluation.statistics import METRIC_LABEL, N_BOOT, bootstrap_mean_ci  # noqa: E402
+from mr2ct.report.plotting import plot_qualitative, save_png_pdf, smooth  # noqa: E402
+from mr2ct.settings import ARMS, FIGURE_STEMS, MODEL_LABELS, MODEL_ORDER  # noqa: E402
 
 __all__ = [
     "ARMS",
@@ -55,6 +57,7 @@ __all__ = [
     "plot_surface_distances",
     "plot_training_curves",
     "pretty_structure",
+    "qualitative_job",
     "read_loss_tables",
     "render_all",
 ]
@@ -159,7 +162,7 @@ def plot_metric_vs_size(
     mean over all test subjects of all folds (one value per ``(fold,
     subject)``, and seed with ``splits.replicates``) as a line with markers, its 95 % **percentile bootstrap**
     confidence interval (``n_boot`` resamples of the subjects,
-    :func:`mr2ct.statistics.bootstrap_mean_ci`, seeded) as a band, and every
+    :func:`mr2ct.evaluation.statistics.bootstrap_mean_ci`, seeded) as a band, and every
     subject as a small semi-transparent point (jittered sideways; the two arms
     are dodged apart so they do not overlap). Every other model in the table
     (supervised reference, baselines, resampled real CT) is drawn as a plain
@@ -585,3 +588,28 @@ def render_all(
     if loss_tables is not None:
         written += plot_training_curves(loss_tables, out / FIGURE_STEMS["training_curves"])
     return written
+
+
+def qualitative_job(
+    files: SubjectInputs, label_table, synthetic_dirs: Mapping[str, str | os.PathLike], out_stem
+) -> list[Path]:
+    """Figure 4: one test subject (``mr``, ``ct``, ``mask``, labels), real and synthetic CT of each model
+    on the hip-joint slice."""
+    ct = read_volume(files.ct)
+    labels = read_volume(files.labels, dtype=np.uint8).data if files.labels else None
+    table = label_names(label_table) or {}
+    femur_ids = [i for i, n in table.items() if n.lower().startswith("femur")] or [2, 3]
+    synthetic = {
+        MODEL_LABELS.get(m, m): read_volume(Path(d) / f"{files.subject}.nii.gz").data for m, d in synthetic_dirs.items()
+    }
+    return plot_qualitative(
+        out_stem,
+        read_volume(files.mr).data,
+        ct.data,
+        synthetic,
+        read_volume(files.mask, dtype=np.uint8).data,
+        labels,
+        ct.spacing,
+        femur_ids=sorted(femur_ids),
+        subject=files.subject,
+    )

@@ -13,8 +13,8 @@ import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .io import atomic_write_bytes
-from .job_identity import current_identity
+from mr2ct.data.io import atomic_write_bytes
+from mr2ct.provenance.job_identity import current_identity
 
 __all__ = ["PNG_KEYS", "identity_metadata", "read_png_text", "stamp_png", "stamp_pngs"]
 

@@ -1,8 +1,8 @@
 """CycleGAN (± gradient consistency) and the paired supervised reference: training runs.
 
 One run trains the networks of one (training size, model, fold) on the cached
-axial slices of its training subjects (:mod:`mr2ct.preprocess`,
-:mod:`mr2ct.splits`). Models:
+axial slices of its training subjects (:mod:`mr2ct.data.preprocess`,
+:mod:`mr2ct.data.splits`). Models:
 
 ``cyclegan``, ``cyclegan_gc``
     unpaired CycleGAN (Zhu et al. 2017): generators G_CT (MR→CT) and G_MR
@@ -43,10 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import provenance
-from .devices import resolve_precision, training_device
-from .io import InputError
-from .losses import (
+from mr2ct.data.io import InputError
+from mr2ct.data.preprocess import PreprocessedSubject, context_stack, load_preprocessed
+from mr2ct.evaluation.metrics import bone_mask, mae, mae_boundary
+from mr2ct.models.devices import resolve_precision, training_device
+from mr2ct.models.losses import (
     cycle_loss,
     gradient_consistency,
     gradient_consistency_loss,
@@ -54,10 +55,8 @@ from .losses import (
     lsgan_loss,
     mind_loss,
 )
-from .metrics import bone_mask, mae, mae_boundary
-from .networks import GeneratorSpec, PatchDiscriminator, init_weights
-from .preprocess import PreprocessedSubject, context_stack, load_preprocessed
-from .resumable import (
+from mr2ct.models.networks import GeneratorSpec, PatchDiscriminator, init_weights
+from mr2ct.models.resumable import (
     CHECKPOINT_FORMAT,
     data_identity,
     resume,
@@ -65,8 +64,9 @@ from .resumable import (
     save_checkpoint,
     write_history,
 )
-from .settings import MODELS, TrainSettings
-from .synthesis import predict_ct
+from mr2ct.models.synthesis import predict_ct
+from mr2ct.provenance import records as provenance
+from mr2ct.settings import MODELS, TrainSettings
 
 __all__ = [
     "LOSS_COLUMNS",
@@ -78,7 +78,7 @@ __all__ = [
     "train_run",
 ]
 
-log = logging.getLogger("mr2ct.training")
+log = logging.getLogger("mr2ct.models.training")
 
 #: What a training step reports (one column each in ``losses.tsv``): the generators' total
 #: objective and its terms (unweighted), the discriminators' objective, the GC of MR and
@@ -497,7 +497,7 @@ def evaluate(
     """MAE and boundary MAE (HU, at training resolution, in the body) over validation subjects,
     and the predicted normalised CT slices of each subject.
 
-    The bone is :func:`mr2ct.metrics.bone_mask` (the union of ``bone_labels`` in a labelled
+    The bone is :func:`mr2ct.evaluation.metrics.bone_mask` (the union of ``bone_labels`` in a labelled
     cache, else the CT above 200 HU), as in the evaluation.
     """
     maes, boundary, predictions = [], [], []
@@ -566,7 +566,7 @@ def validation_callback(
 ) -> Callable[[], None]:
     """What the run does at each validation: score G_CT on the validation subjects (MAE, boundary
     MAE, constant baseline), remember the best G_CT, draw a montage, log one line."""
-    from .plotting import plot_montage
+    from mr2ct.report.plotting import plot_montage
 
     val_subjects = data.validation
 
@@ -647,9 +647,9 @@ def train_run(
     For ``reference_supervised`` the MR and CT caches must be the same subjects
     (paired slices). Resumes from ``out_dir/checkpoint.pt`` when present and
     written by the same settings. With a time budget, stops after writing a
-    checkpoint and raises :class:`~mr2ct.resumable.TrainingInterrupted`.
+    checkpoint and raises :class:`~mr2ct.models.resumable.TrainingInterrupted`.
     """
-    from .plotting import plot_losses
+    from mr2ct.report.plotting import plot_losses
 
     s = settings
     out_dir = Path(out_dir)

@@ -1,6 +1,6 @@
 """Per-subject preprocessing into the training cache: axial slices at training resolution.
 
-Each subject's volumes (canonical RAS+ order, see :mod:`mr2ct.io`) are cut into
+Each subject's volumes (canonical RAS+ order, see :mod:`mr2ct.data.io`) are cut into
 axial slices (array axis 2) and resampled in plane onto a square grid of
 ``image_size`` pixels covering ``fov_mm`` millimetres, centred on the body
 mask. Slices are stored in radiological display orientation: row 0 anterior,
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .cohort import SubjectFiles
-from .io import Volume, atomic_path, read_volume
+from mr2ct.data.cohort import SubjectFiles
+from mr2ct.data.io import Volume, atomic_path, read_volume
 
 __all__ = [
     "PreprocessSettings",

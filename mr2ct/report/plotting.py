@@ -1,6 +1,6 @@
 """Figures of single runs and subjects: a run's loss curves and validation montages, the
 qualitative figure (figure 4) and the segmenter's curves; the figures drawn from the result
-tables live in :mod:`mr2ct.figures`.
+tables live in :mod:`mr2ct.report.figures`.
 
 Slices are shown in radiological orientation as cached (anterior up, patient's
 right on the left). CT is displayed in a soft-tissue/bone window of
@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .figure_identity import identity_metadata  # noqa: E402
-from .io import atomic_path  # noqa: E402
+from mr2ct.data.io import atomic_path  # noqa: E402
+from mr2ct.provenance.figure_identity import identity_metadata  # noqa: E402
 
 __all__ = [
     "CT_WINDOW",

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .settings import ARMS, MODEL_ORDER
+from mr2ct.settings import ARMS, MODEL_ORDER
 
 __all__ = [
     "COMPARISON_COLUMNS",

@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .devices import select_device
-from .io import InputError, Volume, write_volume
-from .networks import GeneratorSpec, ResnetGenerator
-from .preprocess import PreprocessedSubject, context_stack, load_preprocessed
-from .resumable import load_checkpoint
+from mr2ct.data.io import InputError, Volume, write_volume
+from mr2ct.data.preprocess import PreprocessedSubject, context_stack, load_preprocessed
+from mr2ct.models.devices import select_device
+from mr2ct.models.networks import GeneratorSpec, ResnetGenerator
+from mr2ct.models.resumable import load_checkpoint
 
 __all__ = ["load_generator", "predict_ct", "synthesize_run", "synthetic_volume"]
 
-log = logging.getLogger("mr2ct.synthesis")
+log = logging.getLogger("mr2ct.models.synthesis")
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> ResnetGenerator:
@@ -55,7 +55,7 @@ def predict_ct(
     """Apply G_CT slice-wise to normalised MR slices ``(Z, H, W)``; returns normalised CT ``(Z, H, W)``.
 
     A generator with ``2k + 1`` input channels gets each slice with its ``k`` neighbours on
-    either side (:func:`mr2ct.preprocess.context_stack`), as it was trained.
+    either side (:func:`mr2ct.data.preprocess.context_stack`), as it was trained.
     """
     context = (generator.in_channels - 1) // 2
     mr_slices = np.asarray(mr_slices, dtype=np.float32)

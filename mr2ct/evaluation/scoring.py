@@ -2,7 +2,7 @@
 
 Synthesis rows (``synthesis_metrics.csv``): ``size, model, fold, replicate,
 subject, mae, psnr, ssim, mae_boundary``, all against the subject's real CT at its original
-resolution inside the body mask (definitions in :mod:`mr2ct.metrics`). Besides
+resolution inside the body mask (definitions in :mod:`mr2ct.evaluation.metrics`). Besides
 the trained models, three reference predictions built from the same fold's
 data:
 
@@ -39,20 +39,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_text, read_table, read_volume
-from .metrics import bone_label_ids, bone_mask, mae, mae_boundary, psnr, segmentation_scores, ssim
-from .preprocess import load_preprocessed
-from .settings import MODEL_LABELS
+from mr2ct.data.io import atomic_write_text, read_table, read_volume
+from mr2ct.data.preprocess import load_preprocessed
+from mr2ct.evaluation.metrics import bone_label_ids, bone_mask, mae, mae_boundary, psnr, segmentation_scores, ssim
 
 __all__ = [
     "SYNTHESIS_COLUMNS",
     "SEGMENTATION_COLUMNS",
     "SubjectInputs",
     "subject_inputs",
+    "label_names",
     "concat_parts",
-    "qualitative_job",
     "reference_predictions",
-    "segment_job",
     "segmentation_metrics_job",
     "segmentation_rows",
     "synthesis_rows",
@@ -266,8 +264,9 @@ def subject_inputs(subjects: Sequence[str], **files: Sequence[str | os.PathLike]
     ]
 
 
-def _label_table(path: str | os.PathLike | None) -> dict[int, str] | None:
-    from .cohort import read_label_table
+def label_names(path: str | os.PathLike | None) -> dict[int, str] | None:
+    """Label id -> structure name from a cohort's label table, or None without one."""
+    from mr2ct.data.cohort import read_label_table
 
     return read_label_table(path) if path else None
 
@@ -284,7 +283,7 @@ def synthesis_metrics_job(
     replicate: int = 0,
 ) -> Path:
     """Score one run's synthetic CT of its fold's test subjects; write the CSV part."""
-    table = synthesis_rows(synthetic_dir, subjects, size, model, fold, _label_table(label_table), band_mm, replicate)
+    table = synthesis_rows(synthetic_dir, subjects, size, model, fold, label_names(label_table), band_mm, replicate)
     return write_table(table, out)
 
 
@@ -309,7 +308,7 @@ def reference_metrics_job(
         train_ct,
         size,
         fold,
-        _label_table(label_table),
+        label_names(label_table),
         band_mm,
     )
     return write_table(table, out)
@@ -328,17 +327,6 @@ def concat_parts(paths: Sequence[str | os.PathLike], out: str | os.PathLike, kin
     return write_table(concat_tables(paths, columns, keys), out)
 
 
-def segment_job(subjects: Sequence[SubjectInputs], model_path, out_dir, synthetic_dir=None) -> list[Path]:
-    """Segment test subjects (``ct`` and ``cache`` set): their real CT, or the synthetic CT in ``synthetic_dir``."""
-    from .segmentation import segment_files
-
-    cts = [s.ct if synthetic_dir is None else Path(synthetic_dir) / f"{s.subject}.nii.gz" for s in subjects]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = [out_dir / f"{s.subject}.nii.gz" for s in subjects]
-    return segment_files(model_path, cts, [s.cache for s in subjects], outputs)
-
-
 def segmentation_metrics_job(
     subjects: Sequence[SubjectInputs],
     label_table,
@@ -352,32 +340,5 @@ def segmentation_metrics_job(
     """Score one folder of predicted labels (real CT when ``model == 'real_ct'``); write the CSV part."""
     predictions = {s.subject: Path(labels_dir) / f"{s.subject}.nii.gz" for s in subjects}
     source = "real_ct" if model == "real_ct" else "synthetic_ct"
-    table = segmentation_rows(predictions, subjects, _label_table(label_table), size, model, fold, source, replicate)
+    table = segmentation_rows(predictions, subjects, label_names(label_table), size, model, fold, source, replicate)
     return write_table(table, out)
-
-
-def qualitative_job(
-    files: SubjectInputs, label_table, synthetic_dirs: Mapping[str, str | os.PathLike], out_stem
-) -> list[Path]:
-    """Figure 4: one test subject (``mr``, ``ct``, ``mask``, labels), real and synthetic CT of each model
-    on the hip-joint slice."""
-    from .plotting import plot_qualitative
-
-    ct = read_volume(files.ct)
-    labels = read_volume(files.labels, dtype=np.uint8).data if files.labels else None
-    table = _label_table(label_table) or {}
-    femur_ids = [i for i, n in table.items() if n.lower().startswith("femur")] or [2, 3]
-    synthetic = {
-        MODEL_LABELS.get(m, m): read_volume(Path(d) / f"{files.subject}.nii.gz").data for m, d in synthetic_dirs.items()
-    }
-    return plot_qualitative(
-        out_stem,
-        read_volume(files.mr).data,
-        ct.data,
-        synthetic,
-        read_volume(files.mask, dtype=np.uint8).data,
-        labels,
-        ct.spacing,
-        femur_ids=sorted(femur_ids),
-        subject=files.subject,
-    )

@@ -1,0 +1,1 @@
+"""Report stage (rules/report.smk): figures, plotting helpers and the written findings."""
