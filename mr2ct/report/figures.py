@@ -1,4 +1,4 @@
-"""Publication figures of the two experiments (matplotlib only).
+"""Publication figures of the two experiments (matplotlib; seaborn for per-subject distributions).
 
 Every figure is written twice, as ``<stem>.png`` (300 dpi) and ``<stem>.pdf``
 (vector, TrueType fonts embedded), through :func:`mr2ct.report.plotting.save_figure`
@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -35,6 +37,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
 from matplotlib.legend_handler import HandlerTuple  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -120,9 +123,10 @@ def _ordered(models: Iterable[str]) -> list[str]:
     return sorted(dict.fromkeys(models), key=lambda m: (rank.get(m, len(rank)), str(m)))
 
 
-def _finite(values) -> np.ndarray:
+def _finite_or_nan(values) -> np.ndarray:
+    """Values as float64, anything that is not a finite number as NaN."""
     v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
-    return v[np.isfinite(v)]
+    return np.where(np.isfinite(v), v, np.nan)
 
 
 def _no_data(ax, text: str = "no data") -> None:
@@ -290,56 +294,56 @@ def _segmentation_groups(segmentation: pd.DataFrame, size) -> tuple[dict[str, pd
     return groups, structures, size
 
 
-def _boxplot_kwargs() -> dict:
-    major, minor = (int(p) for p in matplotlib.__version__.split(".")[:2])
-    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+@contextmanager
+def _seeded_global_rng(seed: int):
+    """Seed NumPy's legacy global generator for a block and restore it afterwards.
+
+    seaborn's strip-plot jitter draws from ``np.random`` and takes no generator, so the
+    figure is reproducible only with the global state fixed for the call.
+    """
+    state = np.random.get_state()  # noqa: NPY002 -- the global state is what seaborn reads
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
 
 
-def _structure_panel(ax, groups: Mapping[str, pd.DataFrame], structures: Sequence[str], metric: str, rng) -> list:
-    """Horizontal box + strip plot of ``metric`` per structure (rows) and group (offset within a row)."""
+def _structure_panel(ax, groups: Mapping[str, pd.DataFrame], structures: Sequence[str], metric: str, seed: int) -> list:
+    """Horizontal box + strip plot of ``metric`` per structure (rows) and group (dodged within a row).
+
+    Distributions of per-subject values are seaborn's home ground: it dodges the groups
+    and draws boxes (quartiles, median, whiskers at 1.5 × IQR) and jittered points.
+    """
     present = [(key, label) for key, label in _SEGMENTATION_GROUPS if key in groups and len(groups[key])]
-    n = len(present)
-    step = 0.27
-    height = 0.22
-    handles = []
-    for i, (key, label) in enumerate(present):
-        st = _style(key)
-        offset = (i - (n - 1) / 2) * step
-        table = groups[key]
-        positions, values = [], []
-        for row, structure in enumerate(structures):
-            v = _finite(table.loc[table["structure"].astype(str) == structure, metric])
-            if v.size:
-                positions.append(row + offset)
-                values.append(v)
-        if values:
-            ax.boxplot(
-                values,
-                positions=positions,
-                widths=height,
-                patch_artist=True,
-                showfliers=False,
-                boxprops={
-                    "facecolor": matplotlib.colors.to_rgba(st["color"], 0.25),
-                    "edgecolor": st["color"],
-                    "lw": 0.7,
-                },
-                medianprops={"color": st["color"], "lw": 1.2},
-                whiskerprops={"color": st["color"], "lw": 0.7},
-                capprops={"color": st["color"], "lw": 0.7},
-                manage_ticks=False,
-                zorder=2,
-                **_boxplot_kwargs(),
-            )
-            for y, v in zip(positions, values):
-                ax.scatter(v, y + rng.uniform(-0.07, 0.07, v.size), s=4, color=st["color"], alpha=0.6, lw=0, zorder=3)
-        handles.append(
-            Patch(facecolor=matplotlib.colors.to_rgba(st["color"], 0.25), edgecolor=st["color"], lw=0.7, label=label)
+    rows = [
+        pd.DataFrame(
+            {
+                "structure": groups[key]["structure"].astype(str),
+                "group": key,
+                "value": _finite_or_nan(groups[key][metric]),
+            }
         )
+        for key, _ in present
+    ]
+    long = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["structure", "group", "value"])
+    long = long[long["structure"].isin(structures) & np.isfinite(long["value"].astype(np.float64))]
+    keys = [key for key, _ in present]
+    palette = {key: _style(key)["color"] for key in keys}
+    if len(long):
+        common = {"data": long, "x": "value", "y": "structure", "hue": "group", "order": list(structures)}
+        common |= {"hue_order": keys, "palette": palette, "orient": "h", "dodge": True, "legend": False, "ax": ax}
+        with warnings.catch_warnings():  # seaborn 0.13.2 passes matplotlib 3.11 the deprecated ``vert``
+            warnings.filterwarnings("ignore", message="vert: bool was deprecated", category=DeprecationWarning)
+            sns.boxplot(**common, width=0.81, fill=False, showfliers=False, linewidth=0.7, gap=0.1, zorder=2)
+        with _seeded_global_rng(seed):
+            sns.stripplot(**common, size=2.0, alpha=0.6, jitter=0.07, linewidth=0, zorder=3)
+    handles = [Patch(facecolor="none", edgecolor=_style(key)["color"], lw=0.7, label=label) for key, label in present]
     ax.set_yticks(range(len(structures)))
     ax.set_yticklabels([pretty_structure(s) for s in structures])
     ax.set_ylim(len(structures) - 0.5, -0.5)  # first structure on top
     ax.tick_params(axis="y", length=0)
+    ax.set_ylabel("")
     ax.set_xlabel(METRIC_LABEL.get(metric, metric))
     ax.grid(axis="x", lw=0.4, color="0.88")
     for row in range(1, len(structures)):
@@ -349,7 +353,7 @@ def _structure_panel(ax, groups: Mapping[str, pd.DataFrame], structures: Sequenc
         ax.set_xlim(right=1.02)
     else:
         ax.set_xlim(left=0)
-    if not any(len(groups[k]) for k, _ in present):
+    if not len(long):
         _no_data(ax)
     return handles
 
@@ -383,10 +387,9 @@ def plot_segmentation_by_structure(
     if metric not in segmentation.columns:
         raise KeyError(f"plot_segmentation_by_structure: no column '{metric}' in the table")
     groups, structures, size = _segmentation_groups(segmentation, size)
-    rng = np.random.default_rng(seed)
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(width_in, 0.9 + 0.3 * max(1, len(structures))), layout="constrained")
-        handles = _structure_panel(ax, groups, structures, metric, rng)
+        handles = _structure_panel(ax, groups, structures, metric, seed)
         if handles:
             fig.legend(
                 handles=handles,
@@ -416,7 +419,6 @@ def plot_surface_distances(
         if metric not in segmentation.columns:
             raise KeyError(f"plot_surface_distances: no column '{metric}' in the table")
     groups, structures, size = _segmentation_groups(segmentation, size)
-    rng = np.random.default_rng(seed)
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(
             1,
@@ -428,7 +430,7 @@ def plot_surface_distances(
         )
         handles = []
         for i, (ax, metric) in enumerate(zip(axes[0], metrics)):
-            handles = _structure_panel(ax, groups, structures, metric, rng) or handles
+            handles = _structure_panel(ax, groups, structures, metric, seed + i) or handles
             ax.text(
                 -0.02 if i else -0.3,
                 1.0,
