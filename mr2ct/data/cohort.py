@@ -548,48 +548,48 @@ def validate_subject(
     return _validate_subject(files, label_ids, tolerance_mm, checks)[0]
 
 
-def _validate_subject(
-    files: SubjectFiles, label_ids: set[int] | None, tolerance_mm: float, checks: dict[str, Any] | None
-) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
-    """:func:`validate_subject`, and the SHA-256 of each role's file and voxel array (canonical float32)."""
-    subject = files.subject
-    limits = {**default_checks(), **(checks or {})}
+def _fail(subject: str, path: Path, what: str) -> InputError:
+    return InputError(f"subject '{subject}': {path}: {what}")
 
-    def fail(path: Path, what: str) -> InputError:
-        return InputError(f"subject '{subject}': {path}: {what}")
 
-    volumes, digests = {}, {}
-    for name, path in files.paths().items():
-        try:
-            volume = read_volume(path)
-            file_sha = check_file(path, tolerance_mm)
-        except InputError as exc:
-            raise InputError(f"subject '{subject}': {exc}") from exc
-        if not np.isfinite(volume.data).all():
-            bad = int((~np.isfinite(volume.data)).sum())
-            raise fail(path, f"{bad} voxel(s) are NaN or infinite")
-        if name in ("mr", "ct") and volume.data.min() == volume.data.max():
-            raise fail(path, f"the volume carries no information: every voxel is {float(volume.data.min()):g}")
-        spacing = np.asarray(volume.spacing)
-        if spacing.min() < limits["min_spacing_mm"] or spacing.max() > limits["max_spacing_mm"]:
-            raise fail(
-                path,
-                f"voxel size {np.round(spacing, 6).tolist()} mm is not that of a scan (expected "
-                f"{limits['min_spacing_mm']:g} to {limits['max_spacing_mm']:g} mm per axis, data.checks.min_spacing_mm "
-                "and max_spacing_mm): a voxel size like 0.001 is in metres, one like 1000 in micrometres; "
-                "rewrite the geometry in mm",
-            )
-        thinnest = int(np.argmin(volume.data.shape))
-        if volume.data.shape[thinnest] < limits["min_slices"]:
-            raise fail(
-                path,
-                f"the volume is too thin: shape {volume.data.shape} has {volume.data.shape[thinnest]} voxel(s) "
-                f"along axis {thinnest} (expected at least {limits['min_slices']}, data.checks.min_slices): a "
-                "single slice or a thin slab is not a cohort volume",
-            )
-        volumes[name] = volume
-        digests[name] = (file_sha, hashlib.sha256(volume.data.tobytes()).hexdigest())
-    roles = list(volumes)
+def _read_role(subject: str, name: str, path: Path, tolerance_mm: float, limits: dict[str, Any]):
+    """One role's volume, read and checked on its own (finite, informative, scan-like voxels and
+    thickness), with the SHA-256 of its file and of its voxel array."""
+    try:
+        volume = read_volume(path)
+        file_sha = check_file(path, tolerance_mm)
+    except InputError as exc:
+        raise InputError(f"subject '{subject}': {exc}") from exc
+    if not np.isfinite(volume.data).all():
+        bad = int((~np.isfinite(volume.data)).sum())
+        raise _fail(subject, path, f"{bad} voxel(s) are NaN or infinite")
+    if name in ("mr", "ct") and volume.data.min() == volume.data.max():
+        raise _fail(subject, path, f"the volume carries no information: every voxel is {float(volume.data.min()):g}")
+    spacing = np.asarray(volume.spacing)
+    if spacing.min() < limits["min_spacing_mm"] or spacing.max() > limits["max_spacing_mm"]:
+        raise _fail(
+            subject,
+            path,
+            f"voxel size {np.round(spacing, 6).tolist()} mm is not that of a scan (expected "
+            f"{limits['min_spacing_mm']:g} to {limits['max_spacing_mm']:g} mm per axis, data.checks.min_spacing_mm "
+            "and max_spacing_mm): a voxel size like 0.001 is in metres, one like 1000 in micrometres; "
+            "rewrite the geometry in mm",
+        )
+    thinnest = int(np.argmin(volume.data.shape))
+    if volume.data.shape[thinnest] < limits["min_slices"]:
+        raise _fail(
+            subject,
+            path,
+            f"the volume is too thin: shape {volume.data.shape} has {volume.data.shape[thinnest]} voxel(s) "
+            f"along axis {thinnest} (expected at least {limits['min_slices']}, data.checks.min_slices): a "
+            "single slice or a thin slab is not a cohort volume",
+        )
+    return volume, (file_sha, hashlib.sha256(volume.data.tobytes()).hexdigest())
+
+
+def _check_distinct_roles(files: SubjectFiles, digests: dict[str, tuple[str, str]]) -> None:
+    """No two roles of one subject hold the same file bytes or the same voxel values."""
+    roles = list(digests)
     for i, first in enumerate(roles):
         for second in roles[i + 1 :]:
             same = [
@@ -598,36 +598,54 @@ def _validate_subject(
                 if digests[first][k] == digests[second][k]
             ]
             if same:
-                raise fail(
+                raise _fail(
+                    files.subject,
                     files.paths()[second],
                     f"its {second} has the same {same[0]} as its {first} ({files.paths()[first]}); each role needs "
                     "its own scan (a file copied under the wrong name?)",
                 )
+
+
+def _check_on_ct_grid(files: SubjectFiles, volumes: dict[str, Any], tolerance_mm: float) -> None:
+    """Every role on the CT's voxel grid: shape, spacing and origin within the tolerance, same direction."""
     ct = volumes["ct"]
     for name, volume in volumes.items():
         if name == "ct":
             continue
         path = files.paths()[name]
+
+        def fail(what: str, path: Path = path) -> InputError:
+            return _fail(files.subject, path, what)
+
         if volume.data.shape != ct.data.shape:
-            raise fail(path, f"shape {volume.data.shape} differs from the CT's {ct.data.shape} ({files.ct})")
+            raise fail(f"shape {volume.data.shape} differs from the CT's {ct.data.shape} ({files.ct})")
         spacing_diff = np.abs(np.subtract(volume.spacing, ct.spacing)).max()
         if spacing_diff > tolerance_mm:
-            raise fail(path, f"spacing {volume.spacing} differs from the CT's {ct.spacing} by {spacing_diff:.4g} mm")
+            raise fail(f"spacing {volume.spacing} differs from the CT's {ct.spacing} by {spacing_diff:.4g} mm")
         origin_diff = np.abs(np.subtract(volume.origin, ct.origin)).max()
         if origin_diff > tolerance_mm:
-            raise fail(path, f"origin {volume.origin} differs from the CT's {ct.origin} by {origin_diff:.4g} mm")
+            raise fail(f"origin {volume.origin} differs from the CT's {ct.origin} by {origin_diff:.4g} mm")
         direction_diff = np.abs(volume.direction - ct.direction).max()
         if direction_diff > 1e-3:
-            raise fail(path, f"direction differs from the CT's by {direction_diff:.4g} (cosines)")
-    mask = volumes["mask"].data
+            raise fail(f"direction differs from the CT's by {direction_diff:.4g} (cosines)")
+
+
+def _check_mask(files: SubjectFiles, mask: np.ndarray) -> None:
+    """The body mask is binary and not empty."""
     values = np.unique(mask)
     if not np.isin(values, (0, 1)).all():
-        raise fail(files.mask, f"mask must hold only 0 and 1, found values {values[:8].tolist()}")
-    mask_voxels = int(mask.sum())
-    if mask_voxels == 0:
-        raise fail(files.mask, "body mask is empty")
-    body = mask > 0
-    ct_min = float(ct.data.min())
+        raise _fail(files.subject, files.mask, f"mask must hold only 0 and 1, found values {values[:8].tolist()}")
+    if int(mask.sum()) == 0:
+        raise _fail(files.subject, files.mask, "body mask is empty")
+
+
+def _check_hu_and_body(files: SubjectFiles, ct_data: np.ndarray, body: np.ndarray, limits: dict[str, Any]) -> None:
+    """The CT is in Hounsfield units, judged by the body, and the mask outlines the body."""
+
+    def fail(path: Path, what: str) -> InputError:
+        return _fail(files.subject, path, what)
+
+    ct_min = float(ct_data.min())
     if ct_min > limits["ct_min_hu_ceiling"]:
         raise fail(
             files.ct,
@@ -637,12 +655,16 @@ def _validate_subject(
         )
     # HU judged by the body, not the minimum (padding of -1024, -2048 or -3024 is normal): a constant
     # minimum is padding and left out of the share of values that no body has
-    inside = ct.data[body]
+    inside = ct_data[body]
     p1, median, p99 = _percentiles(inside)
     core = inside[inside != ct_min]
     low, high = BODY_HU_RANGE
     outside_range = float(((core < low) | (core > high)).mean()) if core.size else 0.0
     where = f"inside the body mask ({files.mask}): median {median:.0f} HU, 1st to 99th percentile {p1:.0f} to {p99:.0f}"
+    median_range = (
+        f"(expected a median of {limits['ct_body_median_min_hu']:.0f} to {limits['ct_body_median_max_hu']:.0f} HU, "
+        "data.checks.ct_body_median_min_hu and _max_hu"
+    )
     if outside_range > limits["ct_max_fraction_outside_hu_range"]:
         raise fail(
             files.ct,
@@ -654,14 +676,12 @@ def _validate_subject(
     if median > limits["ct_body_median_max_hu"]:
         raise fail(
             files.ct,
-            f"CT does not look like Hounsfield units {where} (expected a median of "
-            f"{limits['ct_body_median_min_hu']:.0f} to {limits['ct_body_median_max_hu']:.0f} HU, "
-            f"data.checks.ct_body_median_min_hu and _max_hu: soft tissue is 0 to 60 HU). {_hu_hint(median, p1, p99)} "
-            "(Or the mask covers only bone, not the body outline.)",
+            f"CT does not look like Hounsfield units {where} {median_range}: soft tissue is 0 to 60 HU). "
+            f"{_hu_hint(median, p1, p99)} (Or the mask covers only bone, not the body outline.)",
         )
     air = float((inside < AIR_HU).mean())
     if air > limits["mask_max_air_fraction"]:
-        twice = -1300 <= median <= -700 and float(np.percentile(ct.data[~body], 50) if (~body).any() else 0) < -1500
+        twice = -1300 <= median <= -700 and float(np.percentile(ct_data[~body], 50) if (~body).any() else 0) < -1500
         raise fail(
             files.mask,
             f"not a body mask: {air:.0%} of its voxels are air in the CT (< {AIR_HU:.0f} HU; "
@@ -671,11 +691,9 @@ def _validate_subject(
     if median < limits["ct_body_median_min_hu"]:
         raise fail(
             files.ct,
-            f"CT does not look like Hounsfield units {where} (expected a median of "
-            f"{limits['ct_body_median_min_hu']:.0f} to {limits['ct_body_median_max_hu']:.0f} HU, "
-            f"data.checks.ct_body_median_min_hu and _max_hu). {_hu_hint(median, p1, p99)}",
+            f"CT does not look like Hounsfield units {where} {median_range}). {_hu_hint(median, p1, p99)}",
         )
-    tissue = ct.data >= AIR_HU
+    tissue = ct_data >= AIR_HU
     coverage = float((tissue & body).sum() / max(int(tissue.sum()), 1))
     if coverage < limits["mask_min_tissue_coverage"]:
         raise fail(
@@ -684,53 +702,78 @@ def _validate_subject(
             f"{AIR_HU:.0f} HU; expected at least {limits['mask_min_tissue_coverage']:.0%}, "
             "data.checks.mask_min_tissue_coverage): is it cropped, shifted, or another subject's mask?",
         )
+
+
+def _check_labels(
+    files: SubjectFiles, labels: np.ndarray, body: np.ndarray, label_ids: set[int] | None, limits: dict[str, Any]
+) -> list[int]:
+    """The label map: integer ids of the label table, not empty, inside the body, over enough slices.
+    Returns the label ids present."""
+
+    def fail(what: str) -> InputError:
+        return _fail(files.subject, files.labels, what)
+
+    if not np.array_equal(labels, np.round(labels)):
+        raise fail("label values must be integers")
+    present = [int(v) for v in np.unique(labels) if v != 0]
+    if label_ids is not None:
+        unknown = sorted(set(present) - set(label_ids))
+        if unknown:
+            raise fail(f"label id(s) {unknown} are not in the label table")
+    labelled = labels != 0
+    if not present:
+        raise fail("the label map is empty (every voxel is 0); expected the structures of the label table")
+    off_body = float((labelled & ~body).sum() / labelled.sum())
+    if off_body > limits["labels_max_outside_mask_fraction"]:
+        raise fail(
+            f"{off_body:.0%} of the labelled voxels lie outside the body mask ({files.mask}; at most "
+            f"{limits['labels_max_outside_mask_fraction']:.0%}, data.checks.labels_max_outside_mask_fraction): "
+            "the label map does not fit this CT (another subject's, shifted or flipped?)",
+        )
+    label_slices = int(labelled.any(axis=(0, 1)).sum())
+    body_slices = int(body.any(axis=(0, 1)).sum())
+    if label_slices < limits["labels_min_slice_fraction"] * body_slices:
+        raise fail(
+            f"the labels cover {label_slices} of the {body_slices} axial slices that hold the body (expected at "
+            f"least {limits['labels_min_slice_fraction']:.0%}, data.checks.labels_min_slice_fraction): a partial "
+            "annotation cannot score a segmentation of the whole volume",
+        )
+    return present
+
+
+def _validate_subject(
+    files: SubjectFiles, label_ids: set[int] | None, tolerance_mm: float, checks: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """:func:`validate_subject`, and the SHA-256 of each role's file and voxel array (canonical float32)."""
+    subject = files.subject
+    limits = {**default_checks(), **(checks or {})}
+    volumes, digests = {}, {}
+    for name, path in files.paths().items():
+        volumes[name], digests[name] = _read_role(subject, name, path, tolerance_mm, limits)
+    _check_distinct_roles(files, digests)
+    _check_on_ct_grid(files, volumes, tolerance_mm)
+    ct, mask = volumes["ct"], volumes["mask"].data
+    _check_mask(files, mask)
+    body = mask > 0
+    _check_hu_and_body(files, ct.data, body, limits)
     mr_body = volumes["mr"].data[body]
     if mr_body.min() == mr_body.max():
-        raise fail(
-            files.mr, f"the MR carries no information inside the body mask: every voxel is {float(mr_body.min()):g}"
+        raise _fail(
+            subject,
+            files.mr,
+            f"the MR carries no information inside the body mask: every voxel is {float(mr_body.min()):g}",
         )
-    present: list[int] = []
-    if "labels" in volumes:
-        labels = volumes["labels"].data
-        if not np.array_equal(labels, np.round(labels)):
-            raise fail(files.labels, "label values must be integers")
-        present = [int(v) for v in np.unique(labels) if v != 0]
-        if label_ids is not None:
-            unknown = sorted(set(present) - set(label_ids))
-            if unknown:
-                raise fail(files.labels, f"label id(s) {unknown} are not in the label table")
-        labelled = labels != 0
-        if not present:
-            raise fail(
-                files.labels, "the label map is empty (every voxel is 0); expected the structures of the label table"
-            )
-        off_body = float((labelled & ~body).sum() / labelled.sum())
-        if off_body > limits["labels_max_outside_mask_fraction"]:
-            raise fail(
-                files.labels,
-                f"{off_body:.0%} of the labelled voxels lie outside the body mask ({files.mask}; at most "
-                f"{limits['labels_max_outside_mask_fraction']:.0%}, data.checks.labels_max_outside_mask_fraction): "
-                "the label map does not fit this CT (another subject's, shifted or flipped?)",
-            )
-        label_slices = int(labelled.any(axis=(0, 1)).sum())
-        body_slices = int(body.any(axis=(0, 1)).sum())
-        if label_slices < limits["labels_min_slice_fraction"] * body_slices:
-            raise fail(
-                files.labels,
-                f"the labels cover {label_slices} of the {body_slices} axial slices that hold the body (expected at "
-                f"least {limits['labels_min_slice_fraction']:.0%}, data.checks.labels_min_slice_fraction): a partial "
-                "annotation cannot score a segmentation of the whole volume",
-            )
+    present = _check_labels(files, volumes["labels"].data, body, label_ids, limits) if "labels" in volumes else []
     row = {
         "subject": subject,
         "shape": "x".join(map(str, ct.data.shape)),
         "spacing_mm": ",".join(f"{v:.4g}" for v in ct.spacing),
         "origin_mm": ",".join(f"{v:.2f}" for v in ct.origin),
         "orientation": "".join(ct.disk_axcodes),
-        "ct_min_hu": round(ct_min, 1),
+        "ct_min_hu": round(float(ct.data.min()), 1),
         "ct_max_hu": round(float(ct.data.max()), 1),
-        "mr_p99": round(float(np.percentile(volumes["mr"].data[mask > 0], 99)), 2),
-        "mask_voxels": mask_voxels,
+        "mr_p99": round(float(np.percentile(volumes["mr"].data[body], 99)), 2),
+        "mask_voxels": int(mask.sum()),
         "labels": ",".join(map(str, present)),
     }
     return row, digests

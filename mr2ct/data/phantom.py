@@ -509,21 +509,11 @@ def _pelvis_sdf(canvas: _Canvas, p: SubjectParameters):
     return sdf
 
 
-def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_seed: int) -> dict[str, Volume]:
-    """Render one subject: ``{"mr", "ct", "mask", "labels"}`` volumes sharing one geometry."""
-    p, s, w = params, params.scale, params.width
-    dx, dy, dz = settings.spacing
-    nx, ny = settings.matrix
-    z_lo, z_hi = Z_RANGE_MM[0] * s, Z_RANGE_MM[1] * s
-    nz = int(round((z_hi - z_lo) / dz)) + 1
-    y_centre = -8.0
-    x = ((np.arange(nx) - (nx - 1) / 2) * dx).astype(np.float32)
-    y = ((np.arange(ny) - (ny - 1) / 2) * dy + y_centre).astype(np.float32)
-    z = (z_lo + np.arange(nz) * dz).astype(np.float32)
-    canvas = _Canvas(x, y, z)
-
-    # body outline: an ellipse per slice (deeper behind than in front), subcutaneous
-    # fat outside the muscle hull, muscle inside it, visceral fat in the pelvic cavity
+def _paint_body(canvas: _Canvas, p: SubjectParameters) -> np.ndarray:
+    """Body outline: an ellipse per slice (deeper behind than in front), subcutaneous fat outside
+    the muscle hull, muscle inside it, visceral fat in the pelvic cavity. Returns the body mask."""
+    s, w = p.scale, p.width
+    x, y, z = canvas.x, canvas.y, canvas.z
     sl, X, Y, Z = canvas.box((x[0], y[0], z[0]), (x[-1], y[-1], z[-1]))
     zz = Z / s
     half_w = _keyframes(zz, _BODY["z"], _BODY["half_width"]) * s * w + p.fat_mm
@@ -550,8 +540,12 @@ def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_s
         0.0,
     )
     canvas.paint(sl_c, cavity < 0, FAT)
+    return body
 
-    # pelvic cavity: bowel loops (some with gas) in visceral fat
+
+def _paint_soft_organs(canvas: _Canvas, p: SubjectParameters) -> None:
+    """Bowel loops (some with gas) in the pelvic cavity, the muscles, bladder and rectum."""
+    s, w = p.scale, p.width
     bowel_rng = np.random.default_rng(p.bowel_seed)
     for _ in range(6):
         centre = np.array(
@@ -571,7 +565,6 @@ def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_s
         for side, suffix in ((1.0, "right"), (-1.0, "left")):
             _paint_swept_muscle(canvas, spec, side, s, w, p.muscle_bulk, _LABEL_ID[f"{name}_{suffix}"])
 
-    # bladder and rectum
     fill = p.bladder_fill ** (1.0 / 3.0)
     centre = np.array([0.0, 42.0 * s, (-8.0 + 14.0 * p.bladder_fill) * s])
     radii = np.array([40.0, 30.0, 27.0]) * s * fill
@@ -586,7 +579,10 @@ def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_s
         gas_c = ra + (rb - ra) * 0.6
         canvas.paint(sl_r, _sdf_sphere(Xr, Yr, Zr, gas_c, 7.0 * s) < 0, AIR)
 
-    # hip joints: cartilage between femoral head and acetabulum, then bones
+
+def _paint_bones(canvas: _Canvas, p: SubjectParameters) -> None:
+    """Hip joints (cartilage between femoral head and acetabulum), then the pelvis and both femora."""
+    s, w, z = p.scale, p.width, canvas.z
     hip_x = 88.0 * s * w
     for side in (1.0, -1.0):
         hip = np.array([side * hip_x, 0.0, 0.0])
@@ -605,12 +601,14 @@ def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_s
         sdf, cortex = _femur_sdf(Xf, Yf, Zf, hip, pose, side, p.head_radius_mm, s)
         _paint_bone(canvas, sl_f, sdf, cortex, _LABEL_ID[f"femur_{suffix}"])
 
-    tissue = canvas.tissue
-    outside = ~body
-    tissue[outside] = AIR
-    canvas.label[outside] = 0
 
-    # intensities
+def _intensities(
+    tissue: np.ndarray, p: SubjectParameters, noise_seed: int, axes: tuple[np.ndarray, ...], extent: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """CT [HU] and T1 MR of a tissue map: per-tissue values with shared texture, blur and noise;
+    the MR with a smooth bias field and Rician magnitude noise."""
+    x, y, z = axes
+    half_x, half_y, half_z, y_centre = extent
     noise = np.random.default_rng(np.random.SeedSequence([int(noise_seed), 1]))
     texture = ndimage.gaussian_filter(noise.standard_normal(tissue.shape, dtype=np.float32), sigma=(1.5, 1.5, 0.6))
     texture *= np.float32(1.0 / max(float(texture.std()), 1e-6))
@@ -624,9 +622,9 @@ def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_s
     t1_texture = np.array([0, 0.05, 0.06, 0.08, 0.03, 0.08, 0.2, 0.05], np.float32)
     mr = t1_table[tissue] * (1.0 + t1_texture[tissue] * texture)
     mr = ndimage.gaussian_filter(mr, sigma=(0.6, 0.6, 0.3))
-    u = (x / (0.5 * nx * dx))[:, None, None]
-    v = ((y - y_centre) / (0.5 * ny * dy))[None, :, None]
-    t = ((z - z.mean()) / max(0.5 * nz * dz, 1.0))[None, None, :]
+    u = (x / half_x)[:, None, None]
+    v = ((y - y_centre) / half_y)[None, :, None]
+    t = ((z - z.mean()) / max(half_z, 1.0))[None, None, :]
     c = p.bias
     mr *= np.exp(c[0] * u + c[1] * v + c[2] * t + c[3] * u * u + c[4] * v * v + c[5] * u * v).astype(np.float32)
     mr *= np.float32(p.t1_gain)
@@ -634,7 +632,29 @@ def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_s
     real = mr + sigma * noise.standard_normal(tissue.shape, dtype=np.float32)
     imag = sigma * noise.standard_normal(tissue.shape, dtype=np.float32)
     mr = np.sqrt(real * real + imag * imag)  # Rician magnitude noise
+    return ct, mr
 
+
+def render_subject(params: SubjectParameters, settings: PhantomSettings, noise_seed: int) -> dict[str, Volume]:
+    """Render one subject: ``{"mr", "ct", "mask", "labels"}`` volumes sharing one geometry."""
+    p, s = params, params.scale
+    dx, dy, dz = settings.spacing
+    nx, ny = settings.matrix
+    z_lo, z_hi = Z_RANGE_MM[0] * s, Z_RANGE_MM[1] * s
+    nz = int(round((z_hi - z_lo) / dz)) + 1
+    y_centre = -8.0
+    x = ((np.arange(nx) - (nx - 1) / 2) * dx).astype(np.float32)
+    y = ((np.arange(ny) - (ny - 1) / 2) * dy + y_centre).astype(np.float32)
+    z = (z_lo + np.arange(nz) * dz).astype(np.float32)
+    canvas = _Canvas(x, y, z)
+    body = _paint_body(canvas, p)
+    _paint_soft_organs(canvas, p)
+    _paint_bones(canvas, p)
+    tissue = canvas.tissue
+    outside = ~body
+    tissue[outside] = AIR
+    canvas.label[outside] = 0
+    ct, mr = _intensities(tissue, p, noise_seed, (x, y, z), (0.5 * nx * dx, 0.5 * ny * dy, 0.5 * nz * dz, y_centre))
     ox, oy, oz = p.table_offset_mm
     affine = np.array(
         [[dx, 0, 0, x[0] + ox], [0, dy, 0, y[0] + oy], [0, 0, dz, z[0] + oz], [0, 0, 0, 1]], dtype=np.float64

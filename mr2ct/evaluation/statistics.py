@@ -750,18 +750,26 @@ def to_markdown(
             cells.append(_cell_text(model_labels.get(v, v) if c in ("model", "source") else v))
         if show_n and "n" in summary:
             cells.append(_cell_text(r["n"]))
-        for m in metrics:
-            mean = float(r[f"{m}_mean"])
-            sd = float(r[f"{m}_sd"]) if f"{m}_sd" in summary else math.nan
-            text = _format_number(mean, places[m])
-            if not math.isnan(mean) and not math.isnan(sd):
-                text += f" ± {_format_number(sd, places[m])}"
-            if f"{m}_n" in summary and "n" in summary and int(r[f"{m}_n"]) < int(r["n"]):
-                text += f" ({int(r[f'{m}_n'])}/{int(r['n'])})"
-            cells.append(text)
+        cells.extend(_metric_cell(summary, r, m, places[m]) for m in metrics)
         cells.extend(_cell_text(r[f"{c}_sum"]) for c in sums)
         rows.append(cells)
+    return _markdown_grid(header, rows, numeric)
 
+
+def _metric_cell(summary: pd.DataFrame, r: pd.Series, m: str, places: int) -> str:
+    """The "mean ± sd" cell of one metric in one row, with ``(k/n)`` when it exists for fewer rows."""
+    mean = float(r[f"{m}_mean"])
+    sd = float(r[f"{m}_sd"]) if f"{m}_sd" in summary else math.nan
+    text = _format_number(mean, places)
+    if not math.isnan(mean) and not math.isnan(sd):
+        text += f" ± {_format_number(sd, places)}"
+    if f"{m}_n" in summary and "n" in summary and int(r[f"{m}_n"]) < int(r["n"]):
+        text += f" ({int(r[f'{m}_n'])}/{int(r['n'])})"
+    return text
+
+
+def _markdown_grid(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[bool]) -> str:
+    """A padded GitHub Markdown table; numeric columns right-aligned."""
     widths = [max(3, len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:

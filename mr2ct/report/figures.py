@@ -209,53 +209,22 @@ def plot_metric_vs_size(
     arms_present = [m for m in arms if m in present]
     dodge = {m: (i - (len(arms_present) - 1) / 2) * 0.09 * spacing for i, m in enumerate(arms_present)}
 
+    # matplotlib, not seaborn: the x axis is numeric (training volumes), and the bands must be
+    # the bootstrap of mr2ct.evaluation.statistics (one owner of the confidence intervals)
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(width_in, 0.78 * width_in), layout="constrained")
         handles, labels = [], []
         for model in present:
-            st = _style(model)
             sub = data[data["model"] == model]
-            xs, means, lows, highs = [], [], [], []
-            for s in sizes:
-                v = sub.loc[sub["size"] == s, "value"].to_numpy(dtype=np.float64)
-                if not v.size:
-                    continue
-                xs.append(s)
-                means.append(v.mean())
-                if model in arms_present:
-                    lo, hi = bootstrap_mean_ci(v, n_boot=n_boot, seed=seed)
-                    lows.append(lo)
-                    highs.append(hi)
-            if not xs:
+            series = _size_series(sub, sizes, with_ci=model in arms_present, n_boot=n_boot, seed=seed)
+            if series is None:
                 continue
-            xs = np.asarray(xs, dtype=np.float64)
             if model in arms_present:
-                x = xs + dodge[model]
-                band = ax.fill_between(x, lows, highs, color=st["color"], alpha=0.22, lw=0, zorder=2)
-                line = ax.plot(
-                    x, means, color=st["color"], ls=st["linestyle"], marker=st["marker"], ms=3.5, lw=1.4, zorder=4
-                )[0]
-                px = sub["size"].to_numpy(dtype=np.float64) + dodge[model]
-                px = px + rng.uniform(-0.035, 0.035, px.size) * spacing
-                ax.scatter(px, sub["value"], s=5, color=st["color"], alpha=0.45, lw=0, zorder=3)
-                handles.append((band, line))
+                handles.append(_draw_arm(ax, model, sub, series, dodge[model], spacing, rng))
             else:
-                if xs.size == 1:
-                    line = ax.axhline(means[0], color=st["color"], ls=st["linestyle"], lw=1.0, zorder=1)
-                else:
-                    line = ax.plot(xs, means, color=st["color"], ls=st["linestyle"], lw=1.0, zorder=1)[0]
-                handles.append(line)
-            labels.append(st["label"])
-        if sizes.size:
-            ax.set_xticks(sizes)
-            ax.set_xticklabels([f"{s:g}" for s in sizes])
-            ax.set_xlim(sizes[0] - 0.35 * spacing, sizes[-1] + 0.35 * spacing)
-        else:
-            _no_data(ax)
-        ax.set_xlabel("number of training volumes")
-        ax.set_ylabel(METRIC_LABEL.get(metric, metric))
-        ax.grid(axis="y", lw=0.4, color="0.88")
-        ax.set_axisbelow(True)
+                handles.append(_draw_reference(ax, model, series))
+            labels.append(_style(model)["label"])
+        _size_axes(ax, sizes, spacing, metric)
         if handles:
             fig.legend(
                 handles,
@@ -267,6 +236,59 @@ def plot_metric_vs_size(
                 columnspacing=1.2,
             )
         return save_png_pdf(fig, path_stem, dpi=PNG_DPI)
+
+
+def _size_series(sub: pd.DataFrame, sizes: np.ndarray, with_ci: bool, n_boot: int, seed: int):
+    """Per-size means of one model (and bootstrap CI bounds): ``(xs, means, lows, highs)`` or None."""
+    xs, means, lows, highs = [], [], [], []
+    for s in sizes:
+        v = sub.loc[sub["size"] == s, "value"].to_numpy(dtype=np.float64)
+        if not v.size:
+            continue
+        xs.append(s)
+        means.append(v.mean())
+        if with_ci:
+            lo, hi = bootstrap_mean_ci(v, n_boot=n_boot, seed=seed)
+            lows.append(lo)
+            highs.append(hi)
+    if not xs:
+        return None
+    return np.asarray(xs, dtype=np.float64), means, lows, highs
+
+
+def _draw_arm(ax, model: str, sub: pd.DataFrame, series, dodge: float, spacing: float, rng) -> tuple:
+    """An arm: mean line with markers, its bootstrap band and every subject as a jittered point."""
+    st = _style(model)
+    xs, means, lows, highs = series
+    x = xs + dodge
+    band = ax.fill_between(x, lows, highs, color=st["color"], alpha=0.22, lw=0, zorder=2)
+    line = ax.plot(x, means, color=st["color"], ls=st["linestyle"], marker=st["marker"], ms=3.5, lw=1.4, zorder=4)[0]
+    px = sub["size"].to_numpy(dtype=np.float64) + dodge
+    px = px + rng.uniform(-0.035, 0.035, px.size) * spacing
+    ax.scatter(px, sub["value"], s=5, color=st["color"], alpha=0.45, lw=0, zorder=3)
+    return band, line
+
+
+def _draw_reference(ax, model: str, series):
+    """A reference or baseline: a plain line through its per-size means (a level line for one size)."""
+    st = _style(model)
+    xs, means, _, _ = series
+    if xs.size == 1:
+        return ax.axhline(means[0], color=st["color"], ls=st["linestyle"], lw=1.0, zorder=1)
+    return ax.plot(xs, means, color=st["color"], ls=st["linestyle"], lw=1.0, zorder=1)[0]
+
+
+def _size_axes(ax, sizes: np.ndarray, spacing: float, metric: str) -> None:
+    if sizes.size:
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([f"{s:g}" for s in sizes])
+        ax.set_xlim(sizes[0] - 0.35 * spacing, sizes[-1] + 0.35 * spacing)
+    else:
+        _no_data(ax)
+    ax.set_xlabel("number of training volumes")
+    ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+    ax.grid(axis="y", lw=0.4, color="0.88")
+    ax.set_axisbelow(True)
 
 
 # --------------------------------------------------------------------------- #
