@@ -48,8 +48,9 @@ def _load(args: argparse.Namespace) -> dict:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mr2ct.data.cohort import cohort_from_config, validate_cohort
+    from mr2ct.data.cohort import cohort_from_config
     from mr2ct.data.splits import splits_from_config
+    from mr2ct.data.validation import validate_cohort
 
     config = _load(args)
     cohort = cohort_from_config(config, args.results)

@@ -12,7 +12,9 @@ if workflow.basedir not in sys.path:
 
 from snakemake.settings.types import ExecMode
 
-from mr2ct.data.cohort import cohort_from_config, read_label_table, validate_changed
+from mr2ct.data.cohort import cohort_from_config, read_label_table
+
+from mr2ct.data.validation import validate_changed
 from mr2ct.evaluation.metrics import bone_label_ids
 from mr2ct.data.phantom import LABELS as PHANTOM_LABELS
 from mr2ct.settings import ARMS, FIGURE_STEMS, LABEL_FIGURES

@@ -20,12 +20,10 @@ import yaml
 
 from mr2ct.cli import main as cli_main
 from mr2ct.config import load_yaml, merge, validate_config
-from mr2ct.data.cohort import (
-    cohort_from_config,
-    write_validation_report,
-)
+from mr2ct.data.cohort import cohort_from_config
 from mr2ct.data.io import InputError
 from mr2ct.data.phantom import PhantomSettings, write_cohort
+from mr2ct.data.validation import write_validation_report
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 7

@@ -12,9 +12,7 @@ import pytest
 import yaml
 
 from mr2ct.config import load_config, merge, validate_config
-from mr2ct.data.cohort import (
-    cohort_from_config,
-)
+from mr2ct.data.cohort import cohort_from_config
 from mr2ct.data.io import InputError
 from mr2ct.data.splits import splits_from_config
 

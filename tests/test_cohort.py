@@ -13,15 +13,10 @@ import yaml
 
 from mr2ct.cli import main as cli_main
 from mr2ct.config import validate_config
-from mr2ct.data.cohort import (
-    cohort_from_config,
-    discover_synthrad,
-    read_label_table,
-    read_sheet,
-    validate_cohort,
-)
+from mr2ct.data.cohort import cohort_from_config, discover_synthrad, read_label_table, read_sheet
 from mr2ct.data.io import InputError
 from mr2ct.data.phantom import LABELS
+from mr2ct.data.validation import validate_cohort
 
 from .ingestion_support import (
     MATRIX,

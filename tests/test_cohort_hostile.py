@@ -37,9 +37,10 @@ import yaml
 
 from mr2ct.cli import main as cli_main
 from mr2ct.config import load_yaml, merge, validate_config
-from mr2ct.data.cohort import cohort_from_config, validate_changed, validate_cohort
+from mr2ct.data.cohort import cohort_from_config
 from mr2ct.data.io import InputError
 from mr2ct.data.splits import splits_from_config
+from mr2ct.data.validation import validate_changed, validate_cohort
 
 from .conftest import ROOT
 

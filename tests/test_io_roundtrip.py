@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 
 from mr2ct.cli import main as cli_main
-from mr2ct.data.cohort import (
-    cohort_from_config,
-    validate_subject,
-)
+from mr2ct.data.cohort import cohort_from_config
 from mr2ct.data.io import InputError, atomic_write_text, read_volume, write_volume
 from mr2ct.data.phantom import LABELS
+from mr2ct.data.validation import validate_subject
 
 from .ingestion_support import (
     BAD_PAYLOADS,

@@ -2,7 +2,7 @@
 
 import _package  # noqa: F401  (the mr2ct package of this workflow folder)
 
-from mr2ct.data.cohort import write_validation_report
+from mr2ct.data.validation import write_validation_report
 from mr2ct.workflow import run
 
 sm = snakemake  # noqa: F821  (provided by Snakemake)
