@@ -89,6 +89,57 @@ def _cmd_readme_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from mr2ct.data.dicom import convert_series, split_series_spec
+
+    folder, uid = split_series_spec(str(args.series_dir))
+    summary = convert_series(folder, args.out, args.series or uid, args.role)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "folder"))
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from mr2ct.data.registration import register_subject
+
+    out = args.out
+    row = register_subject(
+        args.mr, args.ct, args.method, out / "mr.nii.gz", out / "transform.tfm", out / "registration.tsv",
+        subject=args.subject, seed=args.seed,
+    )  # fmt: skip
+    print(f"wrote {out}/mr.nii.gz, transform.tfm, registration.tsv: metric {row['metric']}, {row['seconds']} s")
+    return 0
+
+
+def _cmd_body_mask(args: argparse.Namespace) -> int:
+    from mr2ct.data.body_mask import write_body_mask
+
+    summary = write_body_mask(args.ct, args.out)
+    print(f"wrote {args.out}: {summary['voxels']} body voxels ({100 * summary['share']:.1f} % of the CT)")
+    return 0
+
+
+def _add_preparation_parsers(sub) -> None:
+    """Commands that prepare a cohort as it comes from the scanner: DICOM, registration, body masks."""
+    p = sub.add_parser("convert", help="convert one DICOM series (a folder) to NIfTI, geometry from the tags")
+    p.add_argument("series_dir", type=Path, help="folder holding the series (or FOLDER#SeriesInstanceUID)")
+    p.add_argument("out", type=Path, help="output .nii.gz")
+    p.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to convert when the folder holds several")
+    p.add_argument("--role", choices=("mr", "ct", "mask", "labels"), default="mr", help="voxel type to store")
+    p.set_defaults(func=_cmd_convert)
+    p = sub.add_parser("register", help="register an MR to its CT (mutual information) and resample it onto the CT")
+    p.add_argument("mr", type=Path, help="the MR (.nii.gz), moving")
+    p.add_argument("ct", type=Path, help="the CT (.nii.gz), fixed")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--method", choices=("rigid", "affine"), default="rigid")
+    p.add_argument("--subject", default="subject", help="subject id for the table")
+    p.add_argument("--seed", type=int, default=42, help="seed of the metric's voxel sampling (default 42)")
+    p.set_defaults(func=_cmd_register)
+    p = sub.add_parser("body-mask", help="derive a body mask from a CT (threshold, largest component, holes filled)")
+    p.add_argument("ct", type=Path, help="the CT (.nii.gz, HU)")
+    p.add_argument("out", type=Path, help="output mask .nii.gz")
+    p.set_defaults(func=_cmd_body_mask)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mr2ct",
@@ -137,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", type=Path, default=Path("README.md"), help="README to update (default README.md)")
     p.set_defaults(func=_cmd_readme_results)
 
+    _add_preparation_parsers(sub)
     from mr2ct.provenance.audit import add_audit_parser
 
     add_audit_parser(sub)

@@ -205,12 +205,16 @@ def read_volume(path: str | os.PathLike, dtype: type = np.float32) -> Volume:
         ) from exc
     except Exception as exc:  # truncated or corrupt payload
         raise InputError(f"{path}: cannot read voxel data ({type(exc).__name__}: {exc})") from exc
-    data = data.reshape(shape)
-    affine = image.affine
+    return volume_from_affine(data.reshape(shape), image.affine, dtype)
+
+
+def volume_from_affine(data: np.ndarray, affine: np.ndarray, dtype: type = np.float32) -> Volume:
+    """A :class:`Volume` of voxels ``data`` stored in the order that ``affine`` (voxel indices to RAS+ mm)
+    describes: reordered to canonical RAS+, with that order kept as the orientation to write back."""
     disk = ornt.io_orientation(affine)
     to_ras = ornt.ornt_transform(disk, ornt.axcodes2ornt(("R", "A", "S")))
+    affine = affine @ ornt.inv_ornt_aff(to_ras, data.shape)  # the shape as stored, before reordering
     data = ornt.apply_orientation(data, to_ras)
-    affine = affine @ ornt.inv_ornt_aff(to_ras, shape)
     axcodes = tuple(ornt.ornt2axcodes(disk))
     return Volume(np.ascontiguousarray(data, dtype=dtype), affine, axcodes)
 
