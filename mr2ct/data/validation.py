@@ -144,8 +144,14 @@ def _check_on_ct_grid(files: SubjectFiles, volumes: dict[str, Any], tolerance_mm
             continue
         path = files.paths()[name]
 
-        def fail(what: str, path: Path = path) -> InputError:
-            return _fail(files.subject, path, what)
+        def fail(what: str, path: Path = path, name: str = name) -> InputError:
+            hint = (
+                "; an MR acquired on its own grid must be registered to its CT first: "
+                "mr2ct register MR CT --out FOLDER (README, 'Your own cohort from DICOM')"
+                if name == "mr"
+                else ""
+            )
+            return _fail(files.subject, path, what + hint)
 
         if volume.data.shape != ct.data.shape:
             raise fail(f"shape {volume.data.shape} differs from the CT's {ct.data.shape} ({files.ct})")
