@@ -59,7 +59,7 @@ def main() -> None:
             start = time.perf_counter()
             ct_back = read_series(Path(tmp) / "ct")
             row["convert_s"] = round(time.perf_counter() - start, 2)
-            row["hu_exact"] = bool(np.array_equal(ct_back.data, np.rint(vols["ct"].data)))
+            row["hu_exact"] = bool(np.array_equal(ct_back.data, np.rint(vols["ct"].data).clip(-1024, 64511)))
         ct, mr = to_sitk(vols["ct"]), to_sitk(vols["mr"])
         labels = vols["labels"].data.astype(int)
         centres = ndimage.center_of_mass(labels > 0, labels, [i for i in np.unique(labels) if i > 0])

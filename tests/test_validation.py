@@ -26,7 +26,12 @@ def test_mr_ct_shape_mismatch(tmp_path, synthrad):
     mr, affine = load_disk(path)
     write_nifti(path, mr[:, :, :-2].astype(np.int16), affine)
     expect_report_failure(
-        synthrad_config(synthrad), tmp_path, "subject 'phantom003'", str(path), "shape", "differs from the CT's",
+        synthrad_config(synthrad),
+        tmp_path,
+        "subject 'phantom003'",
+        str(path),
+        "shape",
+        "differs from the CT's",
         "must be registered to its CT first: mr2ct register",
     )
 
