@@ -23,7 +23,7 @@ plus RescaleIntercept (Hounsfield units for CT).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +61,14 @@ class SliceHeader:
 
 @dataclass(frozen=True)
 class SeriesInfo:
-    """One series of a folder: its id, description, modality and files (unsorted)."""
+    """One series of a folder: its id, description, modality and files (unsorted), with the tags
+    of :data:`TAGS` of each file as read once by :func:`find_series`."""
 
     uid: str
     description: str
     modality: str
     files: tuple[Path, ...]
+    tags: tuple[dict[str, str], ...] = field(default=(), compare=False, repr=False)
 
 
 def split_series_spec(value: str) -> tuple[str, str | None]:
@@ -116,16 +118,17 @@ def find_series(folder: str | os.PathLike) -> list[SeriesInfo]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: DICOM folder not found")
-    groups: dict[str, list[Path]] = {}
-    meta: dict[str, tuple[str, str]] = {}
+    groups: dict[str, list[tuple[Path, dict[str, str]]]] = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         reader = _read_header(path)
         if reader is None:
             continue
-        uid = _tag(reader, "series_uid")
-        groups.setdefault(uid, []).append(path)
-        meta.setdefault(uid, (_tag(reader, "description"), _tag(reader, "modality")))
-    return [SeriesInfo(uid, *meta[uid], tuple(files)) for uid, files in sorted(groups.items())]
+        tags = {key: _tag(reader, key) for key in TAGS}
+        groups.setdefault(tags["series_uid"], []).append((path, tags))
+    return [
+        SeriesInfo(uid, items[0][1]["description"], items[0][1]["modality"], *map(tuple, zip(*items)))
+        for uid, items in sorted(groups.items())
+    ]
 
 
 def _choose(folder: Path, uid: str | None) -> SeriesInfo:
@@ -152,22 +155,21 @@ def _choose(folder: Path, uid: str | None) -> SeriesInfo:
 
 def _slice_headers(folder: Path, series: SeriesInfo) -> list[SliceHeader]:
     headers = []
-    for path in series.files:
-        reader = _read_header(path)
-        frames = _tag(reader, "frames")
+    for path, tags in zip(series.files, series.tags, strict=True):
+        frames = tags["frames"]
         if frames and int(float(frames)) > 1:
             raise InputError(
                 f"{folder}: {path.name} is a multi-frame (enhanced) DICOM file of {frames} frames; export the "
                 "series as classic single-frame images"
             )
-        spacing = _numbers(_tag(reader, "pixel_spacing"), 2, "PixelSpacing (0028,0030)", path)
+        spacing = _numbers(tags["pixel_spacing"], 2, "PixelSpacing (0028,0030)", path)
         headers.append(
             SliceHeader(
                 path,
-                _numbers(_tag(reader, "position"), 3, "ImagePositionPatient (0020,0032)", path),
-                _numbers(_tag(reader, "orientation"), 6, "ImageOrientationPatient (0020,0037)", path),
+                _numbers(tags["position"], 3, "ImagePositionPatient (0020,0032)", path),
+                _numbers(tags["orientation"], 6, "ImageOrientationPatient (0020,0037)", path),
                 (float(spacing[0]), float(spacing[1])),
-                (int(_tag(reader, "rows") or 0), int(_tag(reader, "columns") or 0)),
+                (int(tags["rows"] or 0), int(tags["columns"] or 0)),
             )
         )
     return headers

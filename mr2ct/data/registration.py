@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nibabel import orientations as ornt
 
 from mr2ct.data.io import InputError, read_volume, write_volume
 
@@ -120,13 +118,6 @@ def register_mr_to_ct(fixed, moving, method: str = "rigid", seed: int = 0):
     return transform, summary
 
 
-def _to_canonical(array_zyx: np.ndarray, disk_axcodes) -> np.ndarray:
-    """A SimpleITK array (z, y, x) of a file's grid as the canonical RAS+ data of :func:`read_volume`."""
-    disk = np.ascontiguousarray(array_zyx.transpose(2, 1, 0))
-    to_ras = ornt.ornt_transform(ornt.axcodes2ornt(disk_axcodes), ornt.axcodes2ornt(("R", "A", "S")))
-    return ornt.apply_orientation(disk, to_ras)
-
-
 def register_subject(
     mr: str | os.PathLike,
     ct: str | os.PathLike,
@@ -144,13 +135,13 @@ def register_subject(
     from mr2ct.data.io import atomic_path, atomic_write_text
 
     sitk = _sitk()
-    mr_volume = read_volume(mr)  # the package's checks (NaN, units, geometry) before ITK reads the file
+    mr_volume = read_volume(mr)  # read once, with the package's checks (NaN, units, geometry)
     ct_volume = read_volume(ct)
-    fixed, moving = sitk.ReadImage(str(ct), sitk.sitkFloat32), sitk.ReadImage(str(mr), sitk.sitkFloat32)
+    fixed, moving = to_sitk(ct_volume), to_sitk(mr_volume)
     transform, summary = register_mr_to_ct(fixed, moving, method, seed)
     resampled = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    data = _to_canonical(sitk.GetArrayFromImage(resampled), ct_volume.disk_axcodes)
-    write_volume(out_mr, ct_volume.with_data(data.astype(np.float32)), np.float32)
+    data = np.ascontiguousarray(sitk.GetArrayFromImage(resampled).transpose(2, 1, 0))  # the CT's canonical grid
+    write_volume(out_mr, ct_volume.with_data(data), np.float32)
     with atomic_path(out_transform) as tmp:  # the temporary name keeps .tfm, from which ITK takes the format
         sitk.WriteTransform(transform, str(tmp))
     row = {"subject": subject, **summary, "mr_spacing_mm": ",".join(f"{v:.4g}" for v in mr_volume.spacing)}
@@ -158,15 +149,10 @@ def register_subject(
     return row
 
 
-def read_transform(path: str | os.PathLike):
-    """A transform written by :func:`register_subject`."""
-    return _sitk().ReadTransform(str(Path(path)))
-
-
 def to_sitk(volume):
     """A :class:`Volume` (canonical RAS+) as a SimpleITK image (LPS geometry, array order z, y, x)."""
     sitk = _sitk()
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.data.transpose(2, 1, 0)))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.data.transpose(2, 1, 0), dtype=np.float32))
     flip = np.diag([-1.0, -1.0, 1.0])
     image.SetSpacing(volume.spacing)
     image.SetOrigin(tuple(float(v) for v in flip @ np.asarray(volume.origin)))
