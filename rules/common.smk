@@ -1,4 +1,4 @@
-# The one place that reads the config and the cohort: validation, subjects,
+# Reads the config and the cohort: validation, subjects, what the workflow prepares,
 # folds, wildcard constraints and input functions. Rules never index tables.
 import os
 import re
@@ -63,6 +63,25 @@ if COHORT.notes.get("ignored_folders"):
         + ", ".join(COHORT.notes["ignored_folders"]),
         file=sys.stderr,
     )
+#: how the workflow makes the files of subjects whose cohort does not give them ready (mr2ct.data.cohort.Preparation)
+PREPARATION = COHORT.preparation
+#: the DICOM series to convert, by "<subject>/<role>" (the stem of results/cohort/<subject>/<role>.nii.gz)
+DICOM_SERIES = {f"{s}/{role}": series for s, prep in PREPARATION.items() for role, series in prep.dicom.items()}
+#: subjects without a body mask, which is derived from their CT
+DERIVED_MASKS = [s for s, prep in PREPARATION.items() if prep.derives_mask]
+#: MR-to-CT registration (data.registration): none, rigid or affine
+REGISTRATION = config["data"]["registration"]
+if PREPARATION:
+    _steps = {}
+    for _prep in PREPARATION.values():
+        for _step in _prep.steps():
+            _steps[_step] = _steps.get(_step, 0) + 1
+    print(
+        "mr2ct: note: the workflow prepares the files of "
+        + f"{len(PREPARATION)} subject(s) before anything reads them: "
+        + ", ".join(f"{step} ({n})" for step, n in _steps.items()),
+        file=sys.stderr,
+    )
 if not LABELLED:
     print(
         "mr2ct: note: the cohort has no label maps, so experiment 2 (segmentation of real and synthetic CT) is not "
@@ -81,8 +100,30 @@ wildcard_constraints:
 
 
 def subject_files(wildcards):
-    """The raw volumes of one subject (labels only when the cohort has them)."""
-    return {k: str(v) for k, v in COHORT[wildcards.subject].paths().items()}
+    """The volumes of one subject (labels only when the cohort has them) and, for a subject whose
+    files the workflow prepared, the validation that gates every use of them."""
+    files = {k: str(v) for k, v in COHORT[wildcards.subject].paths().items()}
+    if wildcards.subject in PREPARATION:
+        files["validated"] = f"{RESULTS}/cohort/{wildcards.subject}/validation.tsv"
+    return files
+
+
+def prepared_files(wildcards):
+    """What the validation of a prepared subject reads: its volumes and the label table."""
+    files = {k: str(v) for k, v in COHORT[wildcards.subject].paths().items()}
+    if COHORT.labels_table is not None:
+        files["label_table"] = str(COHORT.labels_table)
+    return files
+
+
+def dicom_files(wildcards):
+    """Every file of the folder of a DICOM series to convert."""
+    return [str(p) for p in DICOM_SERIES[wildcards.series].files()]
+
+
+def choices(names):
+    """A wildcard constraint that matches exactly ``names``."""
+    return "|".join(re.escape(n) for n in names)
 
 
 def cohort_files(wildcards=None):
@@ -231,6 +272,7 @@ def get_final_output():
     """Targets of `rule all`."""
     return [
         f"{RESULTS}/cohort/validation.tsv",
+        *([f"{RESULTS}/tables/registration.csv"] if REGISTRATION != "none" else []),
         f"{RESULTS}/splits/splits.tsv",
         f"{RESULTS}/tables/synthesis_metrics.csv",
         *([f"{RESULTS}/tables/segmentation_metrics.csv"] if LABELLED else []),

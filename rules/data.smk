@@ -1,4 +1,5 @@
-# Data stage: phantom cohort (when configured), validation, preprocessing, splits.
+# Data stage: phantom cohort (when configured); DICOM conversion, derived body masks and MR-to-CT
+# registration (when the cohort needs them); validation, preprocessing, splits.
 
 if COHORT.generated:
 
@@ -45,6 +46,141 @@ if COHORT.generated:
             n_subjects=len(SUBJECTS),
         script:
             "../workflow_scripts/phantom_tables.py"
+
+
+if DICOM_SERIES:
+
+    rule convert_dicom:
+        input:
+            dicom_files,
+        output:
+            f"{RESULTS}/cohort/{{series}}.nii.gz",
+        wildcard_constraints:
+            series=choices(DICOM_SERIES),
+        log:
+            f"{LOGS}/convert_dicom/{{series}}.log",
+        benchmark:
+            f"{BENCH}/convert_dicom/{{series}}.tsv"
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            folder=lambda wc: str(DICOM_SERIES[wc.series].folder),
+            uid=lambda wc: DICOM_SERIES[wc.series].uid or "",
+            role=lambda wc: wc.series.rsplit("/", 1)[1],
+        script:
+            "../workflow_scripts/convert_dicom.py"
+
+
+if DERIVED_MASKS:
+
+    rule body_mask:
+        input:
+            ct=lambda wc: str(COHORT[wc.subject].ct),
+        output:
+            f"{RESULTS}/cohort/{{subject}}/mask.nii.gz",
+        wildcard_constraints:
+            subject=choices(DERIVED_MASKS),
+        log:
+            f"{LOGS}/body_mask/{{subject}}.log",
+        benchmark:
+            f"{BENCH}/body_mask/{{subject}}.tsv"
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../workflow_scripts/body_mask.py"
+
+
+if REGISTRATION != "none":
+
+    rule register_mr:
+        input:
+            mr=lambda wc: str(PREPARATION[wc.subject].unregistered_mr),
+            ct=lambda wc: str(COHORT[wc.subject].ct),
+        output:
+            mr=f"{RESULTS}/registration/{{subject}}/mr.nii.gz",
+            transform=f"{RESULTS}/registration/{{subject}}/transform.tfm",
+            table=f"{RESULTS}/registration/{{subject}}/registration.tsv",
+            qc=report(
+                f"{RESULTS}/registration/{{subject}}/qc.png",
+                caption="../report/registration_qc.rst",
+                category="Registration",
+                labels={"subject": "{subject}"},
+            ),
+        log:
+            f"{LOGS}/register_mr/{{subject}}.log",
+        benchmark:
+            f"{BENCH}/register_mr/{{subject}}.tsv"
+        conda:
+            "../envs/data.yaml"
+        threads: 1  # ITK's registration is deterministic on one thread only (mr2ct.data.registration)
+        resources:
+            mem_mb=3000,
+            runtime=30,
+        params:
+            method=REGISTRATION,
+            seed=config["seed"],
+        script:
+            "../workflow_scripts/register_mr.py"
+
+    rule registration_table:
+        input:
+            expand(f"{RESULTS}/registration/{{subject}}/registration.tsv", subject=SUBJECTS),
+        output:
+            report(
+                f"{RESULTS}/tables/registration.csv",
+                caption="../report/registration.rst",
+                category="Tables",
+            ),
+        log:
+            f"{LOGS}/registration_table.log",
+        benchmark:
+            f"{BENCH}/registration_table.tsv"
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        script:
+            "../workflow_scripts/registration_table.py"
+
+
+if PREPARATION:
+
+    # The full validation of a subject whose files jobs made (the workflow's parse could judge only
+    # what the cohort gives, mr2ct.data.validation.check_sources); its preprocessing waits for it.
+    rule validate_prepared:
+        input:
+            unpack(prepared_files),
+        output:
+            f"{RESULTS}/cohort/{{subject}}/validation.tsv",
+        wildcard_constraints:
+            subject=choices(PREPARATION),
+        log:
+            f"{LOGS}/validate_prepared/{{subject}}.log",
+        benchmark:
+            f"{BENCH}/validate_prepared/{{subject}}.tsv"
+        conda:
+            "../envs/data.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            subjects=lambda wc: {wc.subject: COHORT.files_by_subject()[wc.subject]},
+            labels_table=str(COHORT.labels_table) if COHORT.labels_table else "",
+            tolerance_mm=config["data"]["geometry_tolerance_mm"],
+            checks=config["data"]["checks"],
+        script:
+            "../workflow_scripts/validate_cohort.py"
 
 
 # The validation report of every volume (a given cohort was already checked when the workflow

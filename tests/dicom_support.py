@@ -76,3 +76,83 @@ def oblique_affine(spacing, origin, degrees=(12.0, -7.0, 20.0)) -> np.ndarray:
     affine[:3, :3] = rz @ ry @ rx @ np.diag(spacing)
     affine[:3, 3] = origin
     return affine
+
+
+def image_to_series(folder: Path, image, modality: str, seed: int = 0) -> str:
+    """Write a SimpleITK image as a scanner would: CT as unsigned 16-bit with intercept -1024 (HU rounded
+    to integers), MR scaled into unsigned 16-bit with a slope; return the SeriesInstanceUID."""
+    import SimpleITK as sitk
+
+    values = np.asarray(sitk.GetArrayFromImage(image), dtype=np.float64).transpose(2, 1, 0)  # (i, j, k)
+    if modality == "CT":
+        intercept, slope = -1024.0, 1.0
+    else:
+        intercept, slope = 0.0, float(max(values.max(), 1e-6)) / 4000.0
+        values = np.maximum(values, 0.0)
+    stored = np.clip(np.rint((values - intercept) / slope), 0, 65535)
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return write_series(folder, stored, affine, modality, intercept, slope, seed=seed, description=f"{modality} test")
+
+
+def moved_mr(mr_image, ct_image, degrees=(0.0, 4.0, 7.0), shift_mm=(9.0, -6.0, 5.0)):
+    """The MR as acquired apart from its CT: rotated by ``degrees`` and shifted by ``shift_mm`` about the
+    CT's centre, on a grid of its own (coarser in-plane, finer through-plane, a wider field of view)."""
+    import SimpleITK as sitk
+
+    size = np.asarray(ct_image.GetSize())
+    spacing = np.asarray(ct_image.GetSpacing())
+    centre = ct_image.TransformContinuousIndexToPhysicalPoint([float(v) for v in (size - 1) / 2])
+    truth = sitk.Euler3DTransform(centre, *np.deg2rad(degrees), shift_mm)
+    grid_spacing = spacing * np.array([1.25, 1.25, 0.75])
+    grid_size = [int(np.ceil(n * s / g)) + 6 for n, s, g in zip(size, spacing, grid_spacing)]
+    grid = sitk.Image(grid_size, sitk.sitkFloat32)
+    grid.SetSpacing(tuple(float(v) for v in grid_spacing))
+    grid.SetDirection(ct_image.GetDirection())
+    shift = np.asarray(ct_image.GetDirection()).reshape(3, 3) @ (3 * grid_spacing)
+    grid.SetOrigin(tuple(np.asarray(ct_image.GetOrigin()) - shift))
+    return sitk.Resample(mr_image, grid, truth.GetInverse(), sitk.sitkLinear, 0.0)
+
+
+def scanner_cohort(
+    phantom_cohort: Path, out: Path, subjects: list[str], dicom: set[str], moved: set[str], no_mask: set[str]
+) -> Path:
+    """A sample sheet of ``subjects`` of a phantom cohort folder (``<subject>/{mr,ct,mask,labels}.nii.gz``):
+    those in ``dicom`` as DICOM series (CT and MR), those in ``moved`` with the MR acquired apart
+    (:func:`moved_mr`), those in ``no_mask`` without a mask; labels stay NIfTI files. Returns the sheet."""
+    import SimpleITK as sitk
+
+    from mr2ct.data.io import read_volume
+    from mr2ct.data.registration import to_sitk
+
+    rows = ["subject\tmr\tct\tmask\tlabels"]
+    for n, subject in enumerate(subjects):
+        source, folder = phantom_cohort / subject, out / subject
+        folder.mkdir(parents=True, exist_ok=True)
+        ct = to_sitk(read_volume(source / "ct.nii.gz"))
+        mr = to_sitk(read_volume(source / "mr.nii.gz"))
+        if subject in moved:
+            mr = moved_mr(mr, ct)
+        cells = {}
+        for role, image in (("mr", mr), ("ct", ct)):
+            if subject in dicom:
+                image_to_series(folder / f"{role}_dicom", image, role.upper(), seed=n)
+                cells[role] = f"{subject}/{role}_dicom"
+            elif role == "mr" and subject in moved:
+                sitk.WriteImage(image, str(folder / "mr.nii.gz"))
+                cells[role] = f"{subject}/mr.nii.gz"
+            else:
+                (folder / f"{role}.nii.gz").write_bytes((source / f"{role}.nii.gz").read_bytes())
+                cells[role] = f"{subject}/{role}.nii.gz"
+        for role in ("mask", "labels"):
+            if role == "mask" and subject in no_mask:
+                cells[role] = ""
+                continue
+            (folder / f"{role}.nii.gz").write_bytes((source / f"{role}.nii.gz").read_bytes())
+            cells[role] = f"{subject}/{role}.nii.gz"
+        rows.append("\t".join([subject, *(cells[r] for r in ("mr", "ct", "mask", "labels"))]))
+    (out / "labels.tsv").write_bytes((phantom_cohort / "labels.tsv").read_bytes())
+    sheet = out / "sheet.tsv"
+    sheet.write_text("\n".join(rows) + "\n")
+    return sheet

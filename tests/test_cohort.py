@@ -204,11 +204,24 @@ def test_duplicate_subject_ids_in_a_sheet(tmp_path, sheet_dir, cohort_dir, dupli
 
 
 def test_sheet_missing_a_required_column(tmp_path, sheet_dir, cohort_dir):
-    rows = [{k: v for k, v in row.items() if k != "mask"} for row in sheet_rows()]
+    rows = [{k: v for k, v in row.items() if k != "ct"} for row in sheet_rows()]
     sheet = write_sheet(sheet_dir / "samples.tsv", rows)
     expect_report_failure(
-        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, str(sheet), "lacks column(s) mask"
+        sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), tmp_path, str(sheet), "lacks column(s) ct"
     )
+
+
+@pytest.mark.parametrize("how", ["no_column", "empty_cells"])
+def test_a_sheet_without_masks_has_them_derived_from_the_ct(sheet_dir, cohort_dir, how):
+    rows = [
+        {k: ("" if k == "mask" else v) for k, v in row.items() if how == "empty_cells" or k != "mask"}
+        for row in sheet_rows()
+    ]
+    sheet = write_sheet(sheet_dir / "samples.tsv", rows)
+    cohort = cohort_from_config(sheet_config(sheet, labels_table=cohort_dir / "labels.tsv"), "out")
+    assert [str(s.mask) for s in cohort.subjects] == [f"out/cohort/{s}/mask.nii.gz" for s in cohort.ids]
+    assert all(cohort.preparation[s].derives_mask and not cohort.preparation[s].dicom for s in cohort.ids)
+    assert all(cohort[s].ct == (sheet_dir / f"{s}/ct.nii.gz").resolve() for s in cohort.ids)  # the CT as given
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_mr_ct_shape_mismatch(tmp_path, synthrad):
         str(path),
         "shape",
         "differs from the CT's",
-        "must be registered to its CT first: mr2ct register",
+        "must be registered to its CT first: set config key data.registration: rigid",
     )
 
 

@@ -9,9 +9,16 @@ Three sources, chosen by ``data.source`` in the config:
     ``mr.nii.gz``, ``ct.nii.gz``, ``mask.nii.gz`` and optionally
     ``labels.nii.gz``.
 ``sheet``
-    a TSV sample sheet with columns ``subject, mr, ct, mask`` and optional
-    ``labels``; relative paths are relative to the sheet's folder and may not
-    leave it unless ``data.allow_absolute_paths`` is true.
+    a TSV sample sheet with columns ``subject, mr, ct`` and optional ``mask``
+    and ``labels``; relative paths are relative to the sheet's folder and may
+    not leave it unless ``data.allow_absolute_paths`` is true. A cell may name
+    a NIfTI file or a folder holding one DICOM series (``folder#UID`` picks one
+    of several); an empty or missing ``mask`` is derived from the CT.
+
+What the workflow makes of the given files before anything reads them (DICOM
+converted, masks derived, the MR registered to its CT with ``data.registration``)
+is each subject's :class:`Preparation`; :class:`SubjectFiles` always names the
+files every later job reads.
 
 Discovery (:func:`cohort_from_config`) is cheap and runs when the workflow is
 parsed: it checks that every file exists, that no file serves two subjects or
@@ -26,12 +33,14 @@ import difflib
 import functools
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from mr2ct.data.dicom import split_series_spec
 from mr2ct.data.io import NA_STRINGS, InputError
 from mr2ct.data.phantom import subject_ids
 from mr2ct.schemas import schema_tree
@@ -39,10 +48,14 @@ from mr2ct.schemas import schema_tree
 __all__ = [
     "default_checks",
     "Cohort",
+    "DicomSeries",
+    "Preparation",
+    "SubjectSources",
     "SubjectFiles",
     "check_distinct_files",
     "check_distinct_ids",
     "cohort_from_config",
+    "prepare",
     "read_label_table",
 ]
 
@@ -118,22 +131,32 @@ def check_distinct_ids(ids: list[str], where: str) -> None:
         raise InputError(f"{where}: {'; '.join(problems)}; rename all but one of each")
 
 
-def check_distinct_files(subjects: list[SubjectFiles] | tuple[SubjectFiles, ...]) -> None:
-    """Refuse a file (the same path, or a symlink or hard link to it) that serves two subjects or two roles."""
-    seen: dict[tuple[int, int], tuple[str, str, Path]] = {}
-    shared: dict[tuple[str, str], list[tuple[str, str, Path, Path]]] = {}
+def _source_key(source: Source) -> tuple | None:
+    """What makes two sources one scan: the file's device and inode; a DICOM folder's real path and series."""
+    if isinstance(source, DicomSeries):
+        return ("dicom", os.path.realpath(source.folder), source.uid)
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return None
+    return ("file", stat.st_dev, stat.st_ino)
+
+
+def check_distinct_files(subjects: Sequence[SubjectSources]) -> None:
+    """Refuse a file (the same path, or a symlink or hard link to it) or a DICOM series that serves two
+    subjects or two roles."""
+    seen: dict[tuple, tuple[str, str, str]] = {}
+    shared: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
     for files in subjects:
-        for role, path in files.paths().items():
-            try:
-                stat = os.stat(path)
-            except OSError:
+        for role, source in files.sources.items():
+            key = _source_key(source)
+            if key is None:
                 continue
-            key = (stat.st_dev, stat.st_ino)
             if key not in seen:
-                seen[key] = (files.subject, role, Path(path))
+                seen[key] = (files.subject, role, str(source))
                 continue
             first_subject, first_role, first_path = seen[key]
-            shared.setdefault((first_subject, files.subject), []).append((first_role, role, first_path, Path(path)))
+            shared.setdefault((first_subject, files.subject), []).append((first_role, role, first_path, str(source)))
     problems = []
     for (first, second), items in shared.items():
         first_role, role, first_path, path = items[0]
@@ -151,6 +174,66 @@ def check_distinct_files(subjects: list[SubjectFiles] | tuple[SubjectFiles, ...]
             )
     if problems:
         raise InputError("the cohort uses a file twice: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """A DICOM series a cohort names: a folder and, when it holds several series, the SeriesInstanceUID."""
+
+    folder: Path
+    uid: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.folder}#{self.uid}" if self.uid else str(self.folder)
+
+    def files(self) -> list[Path]:
+        """Every file of the folder (the converting job's inputs: a changed or added slice reruns it)."""
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+#: what a cohort gives for one role of a subject
+Source = Path | DicomSeries
+
+
+@dataclass(frozen=True)
+class SubjectSources:
+    """What a cohort gives for one subject: per role a NIfTI file or a DICOM series (no mask: derived)."""
+
+    subject: str
+    sources: dict[str, Source]
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """How the workflow makes one subject's files from what its cohort gives (rules/data.smk): DICOM
+    series converted to NIfTI, the body mask derived from the CT when none is given, and the MR
+    registered to its CT (``registration``: rigid or affine) from ``unregistered_mr``."""
+
+    subject: str
+    sources: dict[str, Source]
+    registration: str
+    unregistered_mr: Path
+
+    @property
+    def dicom(self) -> dict[str, DicomSeries]:
+        return {role: src for role, src in self.sources.items() if isinstance(src, DicomSeries)}
+
+    @property
+    def derives_mask(self) -> bool:
+        return "mask" not in self.sources
+
+    @property
+    def given_files(self) -> dict[str, Path]:
+        return {role: src for role, src in self.sources.items() if isinstance(src, Path)}
+
+    def steps(self) -> list[str]:
+        """What is done, in words (for notes and the validation table)."""
+        out = [f"{role} from DICOM" for role in self.dicom]
+        if self.derives_mask:
+            out.append("mask derived from the CT")
+        if self.registration != "none":
+            out.append(f"MR registered to the CT ({self.registration})")
+        return out
 
 
 @dataclass(frozen=True)
@@ -179,6 +262,8 @@ class Cohort:
     generated: bool = False  # files are made by the workflow itself (phantom)
     notes: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)  # data.checks (defaults where not given)
+    #: subject -> how its files are made from the given ones (only subjects with something to do)
+    preparation: dict[str, Preparation] = field(default_factory=dict)
 
     @property
     def ids(self) -> list[str]:
@@ -200,44 +285,74 @@ def cohort_from_config(config: dict[str, Any], results: str | os.PathLike = "res
     data = config["data"]
     source = data["source"]
     checks = {**default_checks(), **(data.get("checks") or {})}
+    registration = data.get("registration", "none")
     if source == "phantom":
         root = Path(results) / "cohort"
-        subjects = tuple(
-            SubjectFiles(s, *(root / s / f"{m}.nii.gz" for m in MODALITIES), labels=root / s / "labels.nii.gz")
+        given = [
+            SubjectSources(s, {r: root / s / f"{r}.nii.gz" for r in ROLES})
             for s in subject_ids(data["phantom"]["subjects"])
-        )
-        return Cohort(subjects, root / "labels.tsv", generated=True, checks=checks)
+        ]
+        subjects, preparation = prepare(given, registration, results)
+        return Cohort(subjects, root / "labels.tsv", generated=True, checks=checks, preparation=preparation)
     labels_table = Path(data["labels_table"]) if data.get("labels_table") else None
     if labels_table is not None and not labels_table.is_file():
         raise InputError(f"config key 'data.labels_table': {labels_table}: file not found")
     notes: dict[str, Any] = {}
     if source == "synthrad":
         where = f"config key 'data.synthrad_dir': {data['synthrad_dir']}"
-        subjects, ignored = discover_synthrad(Path(data["synthrad_dir"]))
+        found, ignored = discover_synthrad(Path(data["synthrad_dir"]))
+        given = [SubjectSources(f.subject, dict(f.paths())) for f in found]
         if ignored:
             notes["ignored_folders"] = ignored
     else:
         where = f"{data['sheet']}"
-        subjects = read_sheet(Path(data["sheet"]), allow_absolute=data["allow_absolute_paths"])
-    check_distinct_ids([s.subject for s in subjects], where)
+        given = read_sheet(Path(data["sheet"]), allow_absolute=data["allow_absolute_paths"])
+    check_distinct_ids([s.subject for s in given], where)
     if data.get("labels_dir"):
-        subjects = with_labels_dir(subjects, Path(data["labels_dir"]), labels_table)
-    check_distinct_files(subjects)
-    if any(s.labels is not None for s in subjects) and labels_table is None:
+        given = with_labels_dir(given, Path(data["labels_dir"]), labels_table)
+    check_distinct_files(given)
+    if any("labels" in s.sources for s in given) and labels_table is None:
         raise InputError(
             "the cohort has label files but config key 'data.labels_table' is not set: give a TSV with columns id, name"
         )
     if labels_table is not None:
-        unlabelled = [s.subject for s in subjects if s.labels is None]
+        unlabelled = [s.subject for s in given if "labels" not in s.sources]
         if unlabelled:
             raise InputError(
                 f"config key 'data.labels_table' is set (segmentation, experiment 2) but {len(unlabelled)} subject(s) "
                 f"have no label file: {', '.join(unlabelled[:10])}{' …' if len(unlabelled) > 10 else ''}"
             )
-    return Cohort(tuple(subjects), labels_table, notes=notes, checks=checks)
+    subjects, preparation = prepare(given, registration, results)
+    return Cohort(subjects, labels_table, notes=notes, checks=checks, preparation=preparation)
 
 
-def with_labels_dir(subjects: list[SubjectFiles], folder: Path, labels_table: Path | None) -> list[SubjectFiles]:
+def prepare(
+    given: Sequence[SubjectSources], registration: str, results: str | os.PathLike = "results"
+) -> tuple[tuple[SubjectFiles, ...], dict[str, Preparation]]:
+    """The files every job reads, and how the workflow makes those that are not given: a DICOM series
+    becomes ``<results>/cohort/<subject>/<role>.nii.gz``, a missing mask ``<results>/cohort/<subject>/mask.nii.gz``
+    (derived from the CT), and with ``registration`` other than ``none`` the MR read downstream is
+    ``<results>/registration/<subject>/mr.nii.gz``."""
+    subjects, preparation = [], {}
+    for entry in given:
+        folder = Path(results) / "cohort" / entry.subject
+        final = {
+            role: folder / f"{role}.nii.gz" if isinstance(src, DicomSeries) else src
+            for role, src in entry.sources.items()
+        }
+        final.setdefault("mask", folder / "mask.nii.gz")
+        unregistered = final["mr"]
+        if registration != "none":
+            final["mr"] = Path(results) / "registration" / entry.subject / "mr.nii.gz"
+        if final != entry.sources:
+            preparation[entry.subject] = Preparation(entry.subject, dict(entry.sources), registration, unregistered)
+        subjects.append(SubjectFiles(entry.subject, final["mr"], final["ct"], final["mask"], final.get("labels")))
+    return tuple(subjects), preparation
+
+
+def with_labels_dir(
+    subjects: Sequence[SubjectSources], folder: Path, labels_table: Path | None
+) -> list[SubjectSources]:
     """The subjects with their label map ``<folder>/<subject>.nii.gz`` (config key ``data.labels_dir``)."""
     if not folder.is_dir():
         raise InputError(f"config key 'data.labels_dir': {folder}: folder not found")
@@ -248,15 +363,15 @@ def with_labels_dir(subjects: list[SubjectFiles], folder: Path, labels_table: Pa
         )
     out, missing = [], []
     for s in subjects:
-        if s.labels is not None:
+        if "labels" in s.sources:
             raise InputError(
-                f"subject '{s.subject}' has a label file ({s.labels}) and data.labels_dir gives another; "
+                f"subject '{s.subject}' has a label file ({s.sources['labels']}) and data.labels_dir gives another; "
                 "use one of them"
             )
         path = folder / f"{s.subject}.nii.gz"
         if not path.is_file():
             missing.append(s.subject)
-        out.append(SubjectFiles(s.subject, s.mr, s.ct, s.mask, path))
+        out.append(SubjectSources(s.subject, {**s.sources, "labels": path}))
     if missing:
         raise InputError(
             f"config key 'data.labels_dir': {folder} has no <subject>.nii.gz for {len(missing)} "
@@ -388,8 +503,10 @@ def discover_synthrad(root: Path) -> tuple[list[SubjectFiles], list[str]]:
     return subjects, ignored
 
 
-def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
-    """Subjects of a TSV sample sheet; paths are resolved relative to the sheet's folder."""
+def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectSources]:
+    """Subjects of a TSV sample sheet; paths are resolved relative to the sheet's folder. A cell names a
+    NIfTI file or a DICOM series folder (``folder#SeriesInstanceUID`` when it holds several); a subject
+    without a mask gets one derived from its CT."""
     if not sheet.is_file():
         raise InputError(f"config key 'data.sheet': {sheet}: file not found")
     try:
@@ -405,16 +522,16 @@ def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
         if close and close[0] not in table.columns:
             raise InputError(
                 f"{sheet}: column '{column}' is not a sample-sheet column; did you mean '{close[0]}'? "
-                f"(columns: {', '.join(SHEET_COLUMNS)}; labels is optional)"
+                f"(columns: {', '.join(SHEET_COLUMNS)}; mask and labels are optional)"
             )
     if "subject" in table.columns:  # lines starting with '#' are comments ('#' inside paths is kept)
         table = table[~table["subject"].str.lstrip().str.startswith("#")]
-    required = ["subject", *MODALITIES]
+    required = ["subject", "mr", "ct"]
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise InputError(
             f"{sheet}: sample sheet lacks column(s) {', '.join(missing)} (has {', '.join(table.columns)}; "
-            f"needs {', '.join(required)} and optionally labels)"
+            f"needs {', '.join(required)} and optionally mask and labels)"
         )
     if table.empty:
         raise InputError(f"{sheet}: sample sheet has no subjects")
@@ -429,23 +546,45 @@ def read_sheet(sheet: Path, allow_absolute: bool = False) -> list[SubjectFiles]:
         if not subject:
             raise InputError(f"{sheet}: line {row_number}: empty subject id")
         check_subject_id(subject, f"{sheet}: line {row_number}")
-        paths = {}
-        for column in (*MODALITIES, "labels"):
+        sources = {}
+        for column in ROLES:
             value = str(row.get(column, "") or "").strip()
             if not value:
-                if column == "labels":
-                    paths[column] = None
-                    continue
+                if column in ("mask", "labels"):
+                    continue  # no mask: derived from the CT; no labels: none
                 raise InputError(f"{sheet}: subject '{subject}': column '{column}' is empty")
-            paths[column] = _resolve(sheet, root, subject, column, value, allow_absolute)
-        subjects.append(SubjectFiles(subject, **paths))
+            sources[column] = _resolve(sheet, root, subject, column, value, allow_absolute)
+        subjects.append(SubjectSources(subject, sources))
     return subjects
 
 
-def _resolve(sheet: Path, root: Path, subject: str, column: str, value: str, allow_absolute: bool) -> Path:
+def _resolve(sheet: Path, root: Path, subject: str, column: str, value: str, allow_absolute: bool) -> Source:
+    """A sheet cell as a NIfTI file or a DICOM series (a folder, or ``folder#UID``; a file whose name holds
+    '#' stays a file)."""
     raw = Path(value)
     given = raw if raw.is_absolute() else root / raw
     path = given.resolve()
+    if not path.exists() and "#" in value:
+        folder, uid = split_series_spec(value)
+        folder_path = (Path(folder) if Path(folder).is_absolute() else root / folder).resolve()
+        if folder_path.is_dir():
+            _inside(sheet, root, subject, column, folder, root / folder, folder_path, allow_absolute)
+            return DicomSeries(folder_path, uid)
+    _inside(sheet, root, subject, column, value, given, path, allow_absolute)
+    if path.is_dir():
+        return DicomSeries(path)
+    if not path.is_file():
+        broken = _dangling(given)
+        if broken:
+            raise InputError(f"{sheet}: subject '{subject}': {column} path '{value}': {broken}")
+        raise InputError(f"{sheet}: subject '{subject}': {column} file {path} not found")
+    return path
+
+
+def _inside(
+    sheet: Path, root: Path, subject: str, column: str, value: str, given: Path, path: Path, allow_absolute: bool
+) -> None:
+    """Refuse a sheet path that leaves the sheet's folder (unless data.allow_absolute_paths)."""
     if not allow_absolute and not path.is_relative_to(root):
         link = next((p for p in (given, *given.parents) if p.is_symlink()), None)
         if link is not None and Path(os.path.abspath(given)).is_relative_to(root):
@@ -457,12 +596,6 @@ def _resolve(sheet: Path, root: Path, subject: str, column: str, value: str, all
             f"{sheet}: subject '{subject}': {column} path '{value}' leaves the sheet's folder {root} "
             "(set data.allow_absolute_paths: true to allow it)"
         )
-    if not path.is_file():
-        broken = _dangling(given)
-        if broken:
-            raise InputError(f"{sheet}: subject '{subject}': {column} path '{value}': {broken}")
-        raise InputError(f"{sheet}: subject '{subject}': {column} file {path} not found")
-    return path
 
 
 def read_label_table(path: str | os.PathLike) -> dict[int, str]:

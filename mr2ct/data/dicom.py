@@ -30,7 +30,7 @@ import numpy as np
 
 from mr2ct.data.io import InputError, Volume, volume_from_affine, write_volume
 
-__all__ = ["SeriesInfo", "convert_series", "find_series", "read_series", "split_series_spec"]
+__all__ = ["SeriesInfo", "convert_series", "find_series", "inspect_series", "read_series", "split_series_spec"]
 
 #: DICOM tags read from each file (group|element, as SimpleITK names them)
 TAGS = {
@@ -232,6 +232,19 @@ def _sorted_by_position(folder: Path, headers: list[SliceHeader]) -> tuple[list[
     return headers, step, normal
 
 
+def inspect_series(folder: str | os.PathLike, uid: str | None = None) -> SeriesInfo:
+    """Check from the headers alone (no pixel data) that ``folder`` holds one usable series (or the one
+    with SeriesInstanceUID ``uid``): what :func:`read_series` refuses, at a fraction of its cost."""
+    return _inspect(Path(folder), uid)[0]
+
+
+def _inspect(folder: Path, uid: str | None) -> tuple[SeriesInfo, list[SliceHeader], float, np.ndarray]:
+    series = _choose(folder, uid)
+    headers = _slice_headers(folder, series)
+    _check_alike(folder, headers)
+    return series, *_sorted_by_position(folder, headers)
+
+
 def read_series(folder: str | os.PathLike, uid: str | None = None) -> Volume:
     """One DICOM series of ``folder`` (the only one, or the one with SeriesInstanceUID ``uid``) as a
     :class:`Volume` in physical units (RescaleSlope/Intercept applied), geometry from the tags."""
@@ -240,10 +253,7 @@ def read_series(folder: str | os.PathLike, uid: str | None = None) -> Volume:
 
 def _read(folder: Path, uid: str | None) -> tuple[Volume, SeriesInfo]:
     sitk = _sitk()
-    series = _choose(folder, uid)
-    headers = _slice_headers(folder, series)
-    _check_alike(folder, headers)
-    headers, step, normal = _sorted_by_position(folder, headers)
+    series, headers, step, normal = _inspect(folder, uid)
     slices = []
     for h in headers:
         try:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mr2ct.data.io import InputError, read_volume, write_volume
 
-__all__ = ["METHODS", "register_mr_to_ct", "register_subject"]
+__all__ = ["METHODS", "register_mr_to_ct", "register_subject", "registration_table"]
 
 METHODS = ("rigid", "affine")
 #: Mattes mutual information: histogram bins and the share of voxels it samples per iteration
@@ -147,6 +148,16 @@ def register_subject(
     row = {"subject": subject, **summary, "mr_spacing_mm": ",".join(f"{v:.4g}" for v in mr_volume.spacing)}
     atomic_write_text(out_row, pd.DataFrame([row]).to_csv(sep="\t", index=False))
     return row
+
+
+def registration_table(rows: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """The one-row tables of every subject's registration as one CSV (sorted by subject)."""
+    import pandas as pd
+
+    from mr2ct.data.io import atomic_write_text
+
+    table = pd.concat([pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in rows], ignore_index=True)
+    return atomic_write_text(out, table.sort_values("subject").to_csv(index=False, lineterminator="\n"))
 
 
 def to_sitk(volume):

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mr2ct.data.cohort import Cohort, SubjectFiles, default_checks, read_label_table
+from mr2ct.data.cohort import Cohort, DicomSeries, Preparation, SubjectFiles, default_checks, read_label_table
 from mr2ct.data.io import InputError, check_file, read_volume
 
 __all__ = [
+    "check_sources",
     "shared_content",
     "validate_changed",
     "validate_cohort",
@@ -146,8 +147,9 @@ def _check_on_ct_grid(files: SubjectFiles, volumes: dict[str, Any], tolerance_mm
 
         def fail(what: str, path: Path = path, name: str = name) -> InputError:
             hint = (
-                "; an MR acquired on its own grid must be registered to its CT first: "
-                "mr2ct register MR CT --out FOLDER (README, 'Your own cohort from DICOM')"
+                "; an MR acquired on its own grid must be registered to its CT first: set config key "
+                "data.registration: rigid (or affine), or run mr2ct register MR CT --out FOLDER (README, 'Your own "
+                "cohort from DICOM')"
                 if name == "mr"
                 else ""
             )
@@ -315,6 +317,40 @@ def _validate_subject(
     return row, digests
 
 
+def check_sources(
+    preparation: Preparation, tolerance_mm: float = 0.01, checks: dict[str, Any] | None = None
+) -> dict[str, tuple[str, str]]:
+    """What can be judged of a subject's given files before the workflow prepares them (converts its
+    DICOM series, derives its mask, registers its MR): each NIfTI file on its own (integrity, finite and
+    informative voxels, scan-like voxel size and extent) and each DICOM series from its headers (one
+    series, evenly spaced slices, one orientation). The rest of :func:`validate_subject` is judged once
+    the files exist (rule ``validate_prepared``). Returns the SHA-256 digests of the NIfTI files."""
+    from mr2ct.data.dicom import inspect_series
+
+    limits = {**default_checks(), **(checks or {})}
+    digests = {}
+    for role, source in preparation.sources.items():
+        if isinstance(source, DicomSeries):
+            try:
+                inspect_series(source.folder, source.uid)
+            except InputError as exc:
+                raise InputError(f"subject '{preparation.subject}': {role} series: {exc}") from exc
+        else:
+            digests[role] = _read_role(preparation.subject, role, source, tolerance_mm, limits)[1]
+    return digests
+
+
+def _given_file(cohort: Cohort, subject: str, role: str) -> object:
+    """The file a subject's cohort gives for ``role`` (before any preparation)."""
+    prepared = cohort.preparation.get(subject)
+    return prepared.sources[role] if prepared is not None else cohort[subject].paths()[role]
+
+
+def _prepared_missing(cohort: Cohort, subject: str) -> bool:
+    """Is ``subject`` one whose files the workflow has still to make?"""
+    return subject in cohort.preparation and not all(p.exists() for p in cohort[subject].paths().values())
+
+
 def shared_content(cohort: Cohort, digests: dict[str, dict[str, tuple[str, str]]]) -> dict[str, str]:
     """Subjects whose files have the content of another subject's (SHA-256 of the file, or of the MR/CT voxels):
     ``{subject: error}`` for each later subject of a pair, naming the earlier one."""
@@ -338,21 +374,27 @@ def shared_content(cohort: Cohort, digests: dict[str, dict[str, tuple[str, str]]
         what = "the same bytes (SHA-256 of the files)" if k == 0 else "the same voxel values"
         errors[second] = (
             f"subject '{second}': its {roles} have {what} as those of subject '{first}' "
-            f"({cohort[second].paths()[role]} and {cohort[first].paths()[other_role]}): one scan cannot serve two "
-            "subjects (a copied folder?); remove the copy or give the subject its own files"
+            f"({_given_file(cohort, second, role)} and {_given_file(cohort, first, other_role)}): one scan cannot "
+            "serve two subjects (a copied folder?); remove the copy or give the subject its own files"
         )
     return errors
 
 
 def validate_cohort(cohort: Cohort, tolerance_mm: float = 0.01, progress: bool = False) -> pd.DataFrame:
     """Validate every subject (see :func:`validate_subject`, with the cohort's ``data.checks``) and that no two
-    subjects share a scan's content (:func:`shared_content`); return the summary table."""
+    subjects share a scan's content (:func:`shared_content`); return the summary table. A subject whose
+    files the workflow has yet to prepare is judged by :func:`check_sources`."""
     from tqdm import tqdm
 
     label_ids = set(read_label_table(cohort.labels_table)) if cohort.labels_table else None
     rows, errors, digests = {}, {}, {}
     for files in tqdm(cohort.subjects, desc="validating", unit="subject", disable=not progress):
         try:
+            if _prepared_missing(cohort, files.subject):  # only what can be judged before the workflow runs
+                preparation = cohort.preparation[files.subject]
+                digests[files.subject] = check_sources(preparation, tolerance_mm, cohort.checks)
+                rows[files.subject] = {"subject": files.subject, "to_prepare": "; ".join(preparation.steps())}
+                continue
             rows[files.subject], digests[files.subject] = _validate_subject(
                 files, label_ids, tolerance_mm, cohort.checks
             )
@@ -374,6 +416,18 @@ VALIDATION_CACHE_FORMAT = 2
 def _file_state(path: Path) -> list[int]:
     st = os.stat(path)
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _states(cohort: Cohort, files: SubjectFiles) -> dict[str, list]:
+    """Role -> the given file (or DICOM series) with the size, modification and status-change times of each file."""
+    prepared = cohort.preparation.get(files.subject)
+    if prepared is None:
+        return {role: [str(path), *_file_state(path)] for role, path in files.paths().items()}
+    out: dict[str, list] = {"prepared": prepared.steps()}  # a subject judged by check_sources only
+    for role, source in prepared.sources.items():
+        paths = source.files() if isinstance(source, DicomSeries) else [source]
+        out[role] = [str(source), *(v for path in paths for v in (path.name, *_file_state(path)))]
+    return out
 
 
 def validate_changed(cohort: Cohort, tolerance_mm: float, cache: str | os.PathLike, progress: bool = True) -> int:
@@ -415,16 +469,17 @@ def validate_changed(cohort: Cohort, tolerance_mm: float, cache: str | os.PathLi
         {s: {r: tuple(d) for r, d in v.items()} for s, v in stored.get("digests", {}).items()} if same_context else {}
     )
     label_ids = set(read_label_table(cohort.labels_table)) if cohort.labels_table else None
-    states = {
-        s.subject: {role: [str(path), *_file_state(path)] for role, path in s.paths().items()} for s in cohort.subjects
-    }
+    states = {s.subject: _states(cohort, s) for s in cohort.subjects}
     todo = [s for s in cohort.subjects if passed.get(s.subject) != states[s.subject] or s.subject not in digests]
     errors = {}
     for files in tqdm(
         todo, desc="mr2ct: validating the cohort", unit="subject", disable=not (progress and todo), leave=False
     ):
         try:
-            _, digests[files.subject] = _validate_subject(files, label_ids, tolerance_mm, checks)
+            if files.subject in cohort.preparation:  # its files are made by jobs: judge what is given
+                digests[files.subject] = check_sources(cohort.preparation[files.subject], tolerance_mm, checks)
+            else:
+                _, digests[files.subject] = _validate_subject(files, label_ids, tolerance_mm, checks)
             passed[files.subject] = states[files.subject]
         except InputError as exc:
             passed.pop(files.subject, None)

@@ -1,6 +1,6 @@
 """Figures of single runs and subjects: a run's loss curves and validation montages, the
-qualitative figure (figure 4) and the segmenter's curves; the figures drawn from the result
-tables live in :mod:`mr2ct.report.figures`.
+qualitative figure (figure 4), the segmenter's curves and a registration's QC picture; the
+figures drawn from the result tables live in :mod:`mr2ct.report.figures`.
 
 Slices are shown in radiological orientation as cached (anterior up, patient's
 right on the left). CT is displayed in a soft-tissue/bone window of
@@ -28,6 +28,8 @@ __all__ = [
     "plot_losses",
     "plot_montage",
     "plot_qualitative",
+    "plot_registration_qc",
+    "registration_qc",
     "plot_segmentation_losses",
     "radiological",
     "save_figure",
@@ -237,6 +239,60 @@ def plot_qualitative(
         bar.ax.tick_params(labelsize=7)
     fig.suptitle(f"{subject}, axial slice {k} through the hip joints (insets: the patient's right hip)", fontsize=8)
     return save_png_pdf(fig, path_stem, dpi=200)
+
+
+def _mr_edges(image: np.ndarray, body: np.ndarray, share: float = 0.12) -> np.ndarray:
+    """The strongest edges of an MR slice: the ``share`` of body pixels with the largest gradient magnitude."""
+    from scipy import ndimage
+
+    magnitude = ndimage.gaussian_gradient_magnitude(image.astype(np.float32), sigma=1.0)
+    inside = magnitude[body] if body.any() else magnitude.ravel()
+    return magnitude >= np.quantile(inside, 1.0 - share) if inside.size else np.zeros_like(body)
+
+
+def registration_qc(
+    path: str | os.PathLike, ct: str | os.PathLike, mr: str | os.PathLike, subject: str, row: str | os.PathLike
+) -> Path:
+    """:func:`plot_registration_qc` of a CT file, the registered MR file and the registration's one-row table."""
+    import pandas as pd
+
+    from mr2ct.data.io import read_volume
+
+    summary = pd.read_csv(row, sep="\t").iloc[0].to_dict()
+    return plot_registration_qc(path, read_volume(ct), read_volume(mr), subject, summary)
+
+
+#: the registration QC's MR edges: one opaque orange, visible on every grey of the CT
+EDGE_COLOUR = matplotlib.colors.ListedColormap(["#ff7f0e"])
+
+
+def plot_registration_qc(path: str | os.PathLike, ct, mr, subject: str, summary: dict | None = None) -> Path:
+    """The CT of a subject with the edges of its registered MR drawn over it, in the axial, coronal and
+    sagittal planes through the centre of the body: aligned images show the MR's bone and body outlines
+    on the CT's. ``ct`` and ``mr`` are :class:`~mr2ct.data.io.Volume` on one grid."""
+    from scipy import ndimage
+
+    body = ct.data > -500.0
+    centre = [int(round(c)) for c in ndimage.center_of_mass(body)] if body.any() else [n // 2 for n in body.shape]
+    sx, sy, sz = (float(v) for v in ct.spacing)
+    planes = [  # (title, slice of a (X, Y, Z) array, row spacing / column spacing of the displayed image)
+        (f"axial {centre[2]}", np.s_[:, :, centre[2]], sy / sx),
+        (f"coronal {centre[1]}", np.s_[:, centre[1], :], sz / sx),
+        (f"sagittal {centre[0]}", np.s_[centre[0], :, :], sz / sy),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.8), layout="constrained")
+    for ax, (title, where, aspect) in zip(axes, planes):
+        ct_k, mr_k, body_k = (radiological(a[where]) for a in (ct.data, mr.data, body))
+        ax.imshow(ct_k, cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], aspect=aspect, interpolation="nearest")
+        edges = np.ma.masked_where(~_mr_edges(mr_k, body_k), np.ones_like(mr_k))
+        ax.imshow(edges, cmap=EDGE_COLOUR, vmin=0, vmax=1, alpha=0.85, aspect=aspect, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    detail = ""
+    if summary:
+        detail = f" ({summary.get('method', '')}; Mattes MI {summary.get('metric', float('nan')):.3f})"
+    fig.suptitle(f"{subject}: CT with the edges of the registered MR (orange){detail}", fontsize=9)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_segmentation_losses(path: str | os.PathLike, history: np.ndarray, validation: Sequence[dict]) -> Path:
