@@ -260,24 +260,92 @@ def result_files(workdir) -> dict[str, tuple[str, int]]:
     return out
 
 
+#: the sheet run's cohort as it leaves a scanner: DICOM series, MR acquired apart from the CT, no masks
+DICOM_SUBJECTS = {"phantom001", "phantom002"}
+MOVED_MR = {"phantom001", "phantom002", "phantom004"}
+NO_MASK = {"phantom001", "phantom002", "phantom004"}
+
+
 @pytest.fixture(scope="module")
 def sheet_run(tiny_run, tmp_path_factory):
-    """A finished tiny run on a sample-sheet cohort (the tiny phantom's volumes, copied)."""
+    """A finished tiny run on a sample-sheet cohort of the tiny phantom's volumes, mixed as a hospital's
+    export would be: two subjects as DICOM series (CT and MR), three with the MR on a grid and in a
+    position of its own and no body mask, the rest NIfTI files as before; data.registration: rigid."""
+    from .dicom_support import scanner_cohort
+
     workdir = tmp_path_factory.mktemp("sheet_run")
+    subjects = [f"phantom{i:03d}" for i in range(1, 7)]
+    scanner_cohort(tiny_run / "results/cohort", workdir / "data", subjects, DICOM_SUBJECTS, MOVED_MR, NO_MASK)
     cohort = workdir / "data"
-    rows = []
-    for subject in [f"phantom{i:03d}" for i in range(1, 7)]:
-        (cohort / subject).mkdir(parents=True)
-        for m in ("mr", "ct", "mask", "labels"):
-            shutil.copy2(tiny_run / f"results/cohort/{subject}/{m}.nii.gz", cohort / subject / f"{m}.nii.gz")
-        rows.append("\t".join([subject, *(f"{subject}/{m}.nii.gz" for m in ("mr", "ct", "mask", "labels"))]))
-    shutil.copy2(tiny_run / "results/cohort/labels.tsv", cohort / "labels.tsv")
-    (cohort / "sheet.tsv").write_text("subject\tmr\tct\tmask\tlabels\n" + "\n".join(rows) + "\n")
     (workdir / "data.yaml").write_text(
-        f"data: {{source: sheet, sheet: {cohort / 'sheet.tsv'}, labels_table: {cohort / 'labels.tsv'}}}\n"
+        f"data: {{source: sheet, sheet: {cohort / 'sheet.tsv'}, labels_table: {cohort / 'labels.tsv'}, "
+        "registration: rigid}\n"
     )
     snakemake(workdir, *SHEET_ARGS(workdir))
     return workdir
+
+
+def _ncc(a, b, inside):
+    a, b = a[inside] - a[inside].mean(), b[inside] - b[inside].mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def test_a_scanner_cohort_is_converted_masked_registered_and_audited(sheet_run, tiny_run):
+    """DICOM series read back exactly (HU, geometry); masks derived where none was given match the drawn
+    ones; every MR acquired apart lies on its CT after registration (which a resampling without it does
+    not); the registration table, QC pictures and provenance records name every subject."""
+    import SimpleITK as sitk
+
+    from mr2ct.data.io import read_volume
+    from mr2ct.data.registration import to_sitk
+
+    results, truth = sheet_run / "results", tiny_run / "results/cohort"
+    table = pd.read_csv(results / "tables/registration.csv")
+    assert sorted(table["subject"]) == [f"phantom{i:03d}" for i in range(1, 7)] and set(table["method"]) == {"rigid"}
+    for subject in sorted(DICOM_SUBJECTS):
+        converted, original = (
+            read_volume(results / f"cohort/{subject}/ct.nii.gz"),
+            read_volume(truth / f"{subject}/ct.nii.gz"),
+        )
+        assert np.abs(converted.data - np.rint(original.data)).max() == 0
+        assert np.allclose(converted.affine, original.affine, atol=1e-3)
+    for subject in sorted(NO_MASK):
+        derived = read_volume(results / f"cohort/{subject}/mask.nii.gz").data > 0
+        drawn = read_volume(truth / f"{subject}/mask.nii.gz").data > 0
+        assert 2 * (derived & drawn).sum() / (derived.sum() + drawn.sum()) > 0.97
+    for subject in sorted(MOVED_MR):
+        body = read_volume(truth / f"{subject}/mask.nii.gz").data > 0
+        true_mr, ct = (
+            read_volume(truth / f"{subject}/mr.nii.gz").data,
+            to_sitk(read_volume(truth / f"{subject}/ct.nii.gz")),
+        )
+        registered = read_volume(results / f"registration/{subject}/mr.nii.gz").data
+        given = (
+            results / f"cohort/{subject}/mr.nii.gz"
+            if subject in DICOM_SUBJECTS
+            else sheet_run / f"data/{subject}/mr.nii.gz"
+        )
+        unregistered = sitk.Resample(sitk.ReadImage(str(given), sitk.sitkFloat32), ct, sitk.Transform())
+        unregistered = sitk.GetArrayFromImage(unregistered).transpose(2, 1, 0)
+        assert _ncc(registered, true_mr, body) > 0.9 > _ncc(unregistered, true_mr, body) + 0.25, subject
+        assert (results / f"registration/{subject}/qc.png").stat().st_size > 10_000
+    # the per-subject validation of what jobs made gates each preparation's use; every subject is in the report
+    assert all((results / f"cohort/{s}/validation.tsv").exists() for s in DICOM_SUBJECTS | NO_MASK)
+    assert len(pd.read_csv(results / "cohort/validation.tsv", sep="\t")) == 6
+    audit = subprocess.run(
+        [sys.executable, "-m", "mr2ct.cli", "audit", "results/tables/synthesis_metrics.csv", "--verify"],
+        cwd=sheet_run,
+        capture_output=True,
+        text=True,
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    for rule in ("convert_dicom", "body_mask", "register_mr", "validate_prepared"):
+        assert f"[{rule} " in audit.stdout, rule
+    assert "data/phantom001/ct_dicom/" in audit.stdout  # down to the scanner's files
+    snakemake(sheet_run, *SHEET_ARGS(sheet_run), "--report", str(results / "report.html"))
+    page = (results / "report.html").read_text(encoding="utf-8")
+    assert "Registration" in page and "registration.csv" in page
+    assert all(f"registration/{s}/qc.png" in page for s in MOVED_MR)
 
 
 def SHEET_ARGS(workdir):  # noqa: N802 (a constant that depends on the folder)
