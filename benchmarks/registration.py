@@ -36,7 +36,7 @@ LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _as_series(folder: Path, volume, modality: str) -> None:
-    data = volume.data
+    data = volume.data.astype(np.float64)  # float32 arithmetic would round some HU differently
     intercept = -1024.0 if modality == "CT" else 0.0
     stored = np.rint(data - intercept).clip(0, 65535).astype(np.uint16)
     write_series(folder, stored, LPS @ volume.affine, modality, intercept=intercept)
