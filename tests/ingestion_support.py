@@ -55,14 +55,20 @@ def cohort_dir(phantom_results) -> Path:
     return phantom_results / "cohort"
 
 
+def copy_as_synthrad(cohort: Path, subjects: list[str], tmp_path: Path) -> Path:
+    """A private SynthRAD-style copy of a phantom cohort folder: ``<tmp>/synthrad/<subject>/{mr,ct,mask,
+    labels}.nii.gz`` and ``<tmp>/labels.tsv``; returns the root."""
+    root = tmp_path / "synthrad"
+    for subject in subjects:
+        shutil.copytree(cohort / subject, root / subject)
+    shutil.copy(cohort / "labels.tsv", tmp_path / "labels.tsv")
+    return root
+
+
 @pytest.fixture
 def synthrad(tmp_path, cohort_dir) -> Path:
-    """A private SynthRAD-style copy: ``<root>/<subject>/{mr,ct,mask,labels}.nii.gz``."""
-    root = tmp_path / "synthrad"
-    for subject in SUBJECTS:
-        shutil.copytree(cohort_dir / subject, root / subject)
-    shutil.copy(cohort_dir / "labels.tsv", tmp_path / "labels.tsv")
-    return root
+    """A private SynthRAD-style copy of the 3-subject cohort."""
+    return copy_as_synthrad(cohort_dir, SUBJECTS, tmp_path)
 
 
 def base_config(**data) -> dict:

@@ -43,6 +43,7 @@ from mr2ct.data.splits import splits_from_config
 from mr2ct.data.validation import validate_changed, validate_cohort
 
 from .conftest import ROOT
+from .ingestion_support import copy_as_synthrad
 
 ROLES = ("mr", "ct", "mask", "labels")
 
@@ -58,11 +59,7 @@ def subjects(tiny_cohort) -> list[str]:
 @pytest.fixture
 def synthrad(tmp_path, tiny_cohort, subjects) -> Path:
     """``<tmp>/synthrad/<subject>/{mr,ct,mask,labels}.nii.gz`` and ``<tmp>/labels.tsv``."""
-    root = tmp_path / "synthrad"
-    for subject in subjects:
-        shutil.copytree(tiny_cohort / subject, root / subject)
-    shutil.copy(tiny_cohort / "labels.tsv", tmp_path / "labels.tsv")
-    return root
+    return copy_as_synthrad(tiny_cohort, subjects, tmp_path)
 
 
 def overlay(**data) -> dict:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from mr2ct.evaluation import statistics as S
+from mr2ct.report.tables import to_markdown
 
 
 def paired_table(a_values, b_values, metric="mae", size=4, a="cyclegan_gc", b="cyclegan") -> pd.DataFrame:
@@ -368,7 +369,7 @@ def test_to_markdown_renders_mean_pm_sd():
     table = pd.concat([table, table.assign(mae=table["mae"] + 2.0, psnr=table["psnr"] + 1.0)], ignore_index=True)
     table = pd.concat([table, pd.DataFrame([{"size": 6, "model": "cyclegan", "mae": 70.0, "psnr": 30.0}])])
     summary = S.summary_table(table, metrics=("mae", "psnr"))
-    text = S.to_markdown(summary, model_labels={"cyclegan": "CycleGAN"})
+    text = to_markdown(summary, model_labels={"cyclegan": "CycleGAN"})
     lines = text.rstrip("\n").split("\n")
     assert len(lines) == 2 + len(summary)
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -398,7 +399,7 @@ def test_a_mean_over_fewer_values_says_so_and_empty_predictions_are_counted():
     summary = S.summary_table(table, metrics=("dice", "assd_mm"), counts=("empty_prediction",))
     row = summary.iloc[0]
     assert (row["n"], row["assd_mm_n"], row["dice_n"], row["empty_prediction_sum"]) == (4, 2, 4, 2)
-    text = S.to_markdown(summary)
+    text = to_markdown(summary)
     header = [c.strip() for c in text.split("\n")[0].strip("|").split("|")]
     assert header[-1] == "empty predictions"
     body = text.split("\n")[2]

@@ -45,8 +45,9 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from mr2ct.data.io import read_volume  # noqa: E402
 from mr2ct.evaluation.scoring import SubjectInputs, label_names  # noqa: E402
-from mr2ct.evaluation.statistics import METRIC_LABEL, N_BOOT, bootstrap_mean_ci  # noqa: E402
+from mr2ct.evaluation.statistics import N_BOOT, bootstrap_mean_ci  # noqa: E402
 from mr2ct.report.plotting import plot_qualitative, save_png_pdf, smooth  # noqa: E402
+from mr2ct.report.tables import METRIC_LABEL  # noqa: E402
 from mr2ct.settings import ARMS, FIGURE_STEMS, MODEL_LABELS, MODEL_ORDER  # noqa: E402
 
 __all__ = [

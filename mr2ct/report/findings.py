@@ -45,7 +45,8 @@ def statistics_job(
     """Paired GC-vs-no-GC statistics, mean ± sd summaries (CSV and Markdown), the paper's findings
     checked against them (Markdown, for the README) and their verdict (reStructuredText-safe lines
     for the report's front page); one computation, with the config's seed, for both."""
-    from mr2ct.evaluation.statistics import segmentation_statistics, statistics_table, summary_table, to_markdown
+    from mr2ct.evaluation.statistics import segmentation_statistics, statistics_table, summary_table
+    from mr2ct.report.tables import to_markdown
 
     synthesis = read_table(synthesis_csv)
     segmentation = None
