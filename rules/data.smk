@@ -226,6 +226,9 @@ rule preprocess:
         mem_mb=2000,
         runtime=10,
     params:
+        # the config section, which PreprocessSettings.from_config reads (train and segmentation jobs get
+        # asdict of their settings; turning this into one would change the recorded params and rerun
+        # every finished result)
         preprocess=config["preprocess"],
     script:
         "../workflow_scripts/preprocess.py"
