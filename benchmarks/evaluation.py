@@ -51,6 +51,7 @@ def job_call(record: dict):
             int(w["fold"]),
             p["band_mm"],
             out,
+            int(w.get("replicate", 0)),
         )
     if record["rule"] == "reference_metrics":
         ids = p["subjects"]
@@ -65,7 +66,14 @@ def job_call(record: dict):
     subjects = subject_inputs(p["subjects"], labels=i["reference"])
     size = int(w["size"]) if "size" in w else None
     return lambda out: segmentation_metrics_job(
-        subjects, one["label_table"], one["predicted"], out, int(w["fold"]), size, w.get("model", "real_ct")
+        subjects,
+        one["label_table"],
+        one["predicted"],
+        out,
+        int(w["fold"]),
+        size,
+        w.get("model", "real_ct"),
+        int(w.get("replicate", 0)),
     )
 
 

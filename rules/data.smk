@@ -55,12 +55,12 @@ if DICOM_SERIES:
             dicom_files,
         output:
             f"{RESULTS}/cohort/{{series}}.nii.gz",
-        wildcard_constraints:
-            series=choices(DICOM_SERIES),
         log:
             f"{LOGS}/convert_dicom/{{series}}.log",
         benchmark:
             f"{BENCH}/convert_dicom/{{series}}.tsv"
+        wildcard_constraints:
+            series=choices(DICOM_SERIES),
         conda:
             "../envs/data.yaml"
         threads: 1
@@ -82,12 +82,12 @@ if DERIVED_MASKS:
             ct=lambda wc: str(COHORT[wc.subject].ct),
         output:
             f"{RESULTS}/cohort/{{subject}}/mask.nii.gz",
-        wildcard_constraints:
-            subject=choices(DERIVED_MASKS),
         log:
             f"{LOGS}/body_mask/{{subject}}.log",
         benchmark:
             f"{BENCH}/body_mask/{{subject}}.tsv"
+        wildcard_constraints:
+            subject=choices(DERIVED_MASKS),
         conda:
             "../envs/data.yaml"
         threads: 1
@@ -162,12 +162,12 @@ if PREPARATION:
             unpack(prepared_files),
         output:
             f"{RESULTS}/cohort/{{subject}}/validation.tsv",
-        wildcard_constraints:
-            subject=choices(PREPARATION),
         log:
             f"{LOGS}/validate_prepared/{{subject}}.log",
         benchmark:
             f"{BENCH}/validate_prepared/{{subject}}.tsv"
+        wildcard_constraints:
+            subject=choices(PREPARATION),
         conda:
             "../envs/data.yaml"
         threads: 1
