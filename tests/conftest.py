@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mr2ct.data.cohort import SubjectFiles
@@ -42,3 +43,13 @@ def caches(tiny_cohort, tmp_path_factory) -> list[Path]:
         files = SubjectFiles(folder.name, *(folder / f"{m}.nii.gz" for m in ("mr", "ct", "mask", "labels")))
         paths.append(preprocess_to_cache(files, PreprocessSettings(image_size=32), out / f"{folder.name}.npz"))
     return paths
+
+
+def changed_copy(cache, folder, key="mr"):
+    """A copy of a preprocessing cache, same file name, with one modality changed non-linearly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with np.load(cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[key] = (np.abs(arrays[key]) ** 0.5 * np.sign(arrays[key])).astype(arrays[key].dtype)
+    np.savez(folder / cache.name, **arrays)
+    return folder / cache.name

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,17 +12,8 @@ from mr2ct.data.io import InputError
 from mr2ct.models.resumable import TrainingInterrupted, load_checkpoint
 from mr2ct.models.training import TrainSettings, train_run
 
+from .conftest import changed_copy
 from .test_training import TINY, _assert_same, _weights
-
-
-def changed_copy(cache, folder, key="mr"):
-    """A copy of a preprocessing cache, same file name, with one modality changed non-linearly."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with np.load(cache) as z:
-        arrays = {k: z[k] for k in z.files}
-    arrays[key] = (np.abs(arrays[key]) ** 0.5 * np.sign(arrays[key])).astype(arrays[key].dtype)
-    np.savez(folder / cache.name, **arrays)
-    return folder / cache.name
 
 
 def test_interrupted_run_resumes_bit_identically(caches, tmp_path):

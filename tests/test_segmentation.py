@@ -101,7 +101,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(caches, tmp_path, caplog):
 
 
 def test_changed_labels_retrain_instead_of_resuming(caches, tmp_path, caplog):
-    from .test_training import changed_copy
+    from .conftest import changed_copy
 
     settings = SegmentationSettings(**TINY)
     first = _weights(train_segmentation(settings, caches[:2], [caches[3]], tmp_path / "run", progress=False))
